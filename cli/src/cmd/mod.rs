@@ -1,0 +1,8 @@
+//! One module per subcommand: its clap `Args` and its `run`, which returns the exit code.
+
+pub mod bench;
+pub mod export;
+pub mod ocr;
+pub mod preprocess;
+pub mod run;
+pub mod trace;

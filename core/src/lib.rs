@@ -1,0 +1,21 @@
+//! `ove-core`: the definitions every OneVision Edge crate shares.
+//!
+//! There is exactly one copy of each of these in the workspace, so that the trainer,
+//! the exporter and the runtime can never disagree about them:
+//! - [`config`]: the Hugging Face `config.json` / `preprocessor_config.json` /
+//!   `generation_config.json` of a LLaVA-OneVision-1.5 checkpoint and the quantities
+//!   derived from them;
+//! - [`checkpoint`]: reading a checkpoint directory (single or sharded safetensors);
+//! - [`preprocess`]: image decoding and the reference-exact preprocessing;
+//! - [`prompt`]: the ChatML template, tokenizer use and image-pad expansion;
+//! - [`manifest`]: the bundle manifest written by `ove export` and checked by the runtime.
+
+pub mod checkpoint;
+pub mod config;
+pub mod manifest;
+pub mod onnx_proto;
+pub mod preprocess;
+pub mod prompt;
+pub mod tensor_file;
+
+pub use config::{GenerationConfig, ModelConfig, PreprocessorConfig, TextConfig, VisionConfig};

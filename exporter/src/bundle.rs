@@ -1,0 +1,310 @@
+//! Writing a bundle directory: graphs, embedding table, copied configs, manifest; all in
+//! a temporary directory beside the output, renamed into place only once complete, so a
+//! failed or interrupted export never leaves a half bundle where a runtime would look.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use ove_core::checkpoint::{Checkpoint, GENERATION_FILE, PREPROCESSOR_FILE, TOKENIZER_FILE};
+use ove_core::manifest::{file_entry, Graphs, Manifest, Quantization, TokenIds, SCHEMA_VERSION};
+use ove_core::ModelConfig;
+use tracing::{info, warn};
+
+use crate::data_file::DataFile;
+use crate::graph::GraphBuilder;
+use crate::nn::{Ctx, DenseLinear, LinearEmitter};
+use crate::weights::Weights;
+use crate::{Dtype, ExportOptions, ExportReport};
+
+pub const VISION_FILE: &str = "vision.onnx";
+pub const DECODER_FILE: &str = "decoder.onnx";
+pub const EMBEDDINGS_FILE: &str = "embed_tokens.safetensors";
+/// Tensor name inside [`EMBEDDINGS_FILE`].
+pub const EMBEDDINGS_TENSOR: &str = "embed_tokens";
+
+/// eps of the merger's `ln_q`. The released code builds it as `LayerNorm(context_dim,
+/// eps=1e-6)` (Qwen2-VL's PatchMerger), not with `vision_config.layer_norm_eps` (1e-5):
+/// the golden image_embeds agree with 1e-6 (see exporter/tests/golden_tract.rs).
+pub const MERGER_LN_EPS: f64 = 1e-6;
+
+/// Exports a checkpoint directory to a bundle directory (see the crate docs).
+pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
+    check_out(&opts.out, opts.force)?;
+    let ck = Checkpoint::open(&opts.checkpoint)
+        .with_context(|| format!("opening checkpoint {}", opts.checkpoint.display()))?;
+    let cfg = ck.config.clone();
+    let preprocessor = ck.preprocessor.clone().with_context(|| {
+        format!(
+            "checkpoint {} has no {PREPROCESSOR_FILE}; the bundle needs it for image preprocessing",
+            opts.checkpoint.display()
+        )
+    })?;
+    let max_context = opts
+        .max_context
+        .unwrap_or(cfg.text_config.max_position_embeddings);
+    if max_context == 0 {
+        bail!("--max-context must be positive");
+    }
+    if max_context > cfg.text_config.max_position_embeddings {
+        warn!(
+            max_context,
+            trained = cfg.text_config.max_position_embeddings,
+            "max context exceeds the model's max_position_embeddings"
+        );
+    }
+
+    let tmp = temp_dir_for(&opts.out)?;
+    let result = write_bundle(opts, &ck, &cfg, preprocessor, max_context, &tmp);
+    match result {
+        Ok((manifest, tensors)) => {
+            replace_dir(&tmp, &opts.out)?;
+            let bytes = manifest.files.iter().map(|f| f.bytes).sum();
+            info!(out = %opts.out.display(), bytes, "bundle written");
+            Ok(ExportReport {
+                out: opts.out.clone(),
+                manifest,
+                tensors,
+                bytes,
+            })
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Refuses an existing non-empty output unless forced.
+fn check_out(out: &Path, force: bool) -> Result<()> {
+    if out.is_file() && !force {
+        bail!("{} exists and is a file (use --force to replace it)", out.display());
+    }
+    if out.is_dir() && !force && std::fs::read_dir(out)?.next().is_some() {
+        bail!(
+            "{} exists and is not empty (use --force to replace it)",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// A fresh directory beside `out` (same filesystem, so the final rename is atomic).
+fn temp_dir_for(out: &Path) -> Result<PathBuf> {
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent)
+        .with_context(|| format!("creating {}", parent.display()))?;
+    let name = out
+        .file_name()
+        .with_context(|| format!("{}: not a directory name", out.display()))?
+        .to_string_lossy();
+    let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    std::fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    Ok(tmp)
+}
+
+/// Moves the finished bundle into place, replacing what `check_out` allowed to replace.
+fn replace_dir(tmp: &Path, out: &Path) -> Result<()> {
+    if out.is_dir() {
+        std::fs::remove_dir_all(out).with_context(|| format!("removing {}", out.display()))?;
+    } else if out.exists() {
+        std::fs::remove_file(out).with_context(|| format!("removing {}", out.display()))?;
+    }
+    std::fs::rename(tmp, out)
+        .with_context(|| format!("moving {} to {}", tmp.display(), out.display()))
+}
+
+fn write_bundle(
+    opts: &ExportOptions,
+    ck: &Checkpoint,
+    cfg: &ModelConfig,
+    preprocessor: ove_core::PreprocessorConfig,
+    max_context: usize,
+    dir: &Path,
+) -> Result<(Manifest, u64)> {
+    let progress = if opts.progress {
+        let pb = ProgressBar::new(ck.names().count() as u64);
+        pb.set_style(
+            ProgressStyle::with_template("{msg:>8} [{bar:40}] {pos}/{len} tensors ({elapsed})")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        pb
+    } else {
+        ProgressBar::hidden()
+    };
+    let weights = Weights {
+        ck,
+        dtype: opts.dtype,
+        progress,
+    };
+    let linear = DenseLinear;
+
+    weights.progress.set_message("vision");
+    info!("building {VISION_FILE}");
+    build_graph(dir, VISION_FILE, &weights, &linear, |cx| {
+        crate::vision::build(cx, cfg, MERGER_LN_EPS)
+    })?;
+    weights.progress.set_message("decoder");
+    info!("building {DECODER_FILE}");
+    build_graph(dir, DECODER_FILE, &weights, &linear, |cx| {
+        crate::decoder::build(cx, cfg)
+    })?;
+    weights.progress.set_message("embed");
+    write_embeddings(dir, &weights, cfg)?;
+    weights.progress.finish_with_message("done");
+    let tensors = weights.progress.position();
+
+    let mut files = vec![
+        VISION_FILE.to_string(),
+        format!("{VISION_FILE}.data"),
+        DECODER_FILE.to_string(),
+        format!("{DECODER_FILE}.data"),
+        EMBEDDINGS_FILE.to_string(),
+    ];
+    let mut tokenizer = None;
+    for name in [TOKENIZER_FILE, PREPROCESSOR_FILE, GENERATION_FILE] {
+        let src = ck.dir.join(name);
+        if src.is_file() {
+            std::fs::copy(&src, dir.join(name))
+                .with_context(|| format!("copying {}", src.display()))?;
+            files.push(name.to_string());
+            if name == TOKENIZER_FILE {
+                tokenizer = Some(name.to_string());
+            }
+        }
+    }
+
+    let tokens = token_ids(ck, cfg)?;
+    let files = files
+        .iter()
+        .map(|f| file_entry(dir, f))
+        .collect::<Result<Vec<_>, _>>()?;
+    let manifest = Manifest {
+        schema_version: SCHEMA_VERSION,
+        created_by: format!("ove {}", env!("CARGO_PKG_VERSION")),
+        dtype: opts.dtype.as_str().to_string(),
+        model: cfg.clone(),
+        preprocessor,
+        generation: ck.generation.clone(),
+        tokens,
+        graphs: Graphs {
+            vision: VISION_FILE.into(),
+            decoder: DECODER_FILE.into(),
+            embeddings: EMBEDDINGS_FILE.into(),
+            tokenizer,
+        },
+        max_context,
+        quantization: Quantization {
+            scheme: "none".into(),
+            ..Default::default()
+        },
+        files,
+    };
+    manifest
+        .write(dir)
+        .with_context(|| format!("writing {}/manifest.json", dir.display()))?;
+    Ok((manifest, tensors))
+}
+
+/// Builds one graph with its external data file and writes `dir/file`.
+fn build_graph(
+    dir: &Path,
+    file: &str,
+    weights: &Weights,
+    linear: &dyn LinearEmitter,
+    body: impl FnOnce(&mut Ctx) -> Result<()>,
+) -> Result<()> {
+    let data = DataFile::create(dir, &format!("{file}.data"))?;
+    let name = file.trim_end_matches(".onnx");
+    let mut cx = Ctx {
+        g: GraphBuilder::new(name, data),
+        w: weights,
+        linear_emitter: linear,
+    };
+    body(&mut cx).with_context(|| format!("building {file}"))?;
+    let (model, data_bytes) = cx.g.finish(env!("CARGO_PKG_VERSION"))?;
+    let path = dir.join(file);
+    std::fs::write(&path, model.to_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    info!(file, data_bytes, "graph written");
+    Ok(())
+}
+
+/// `embed_tokens.safetensors`: the `[V, H]` table in the bundle dtype, for the runtime's
+/// own lookup (it splices image embeddings into the rows before the decoder runs).
+fn write_embeddings(dir: &Path, weights: &Weights, cfg: &ModelConfig) -> Result<()> {
+    let t = &cfg.text_config;
+    let shape = vec![t.vocab_size, t.hidden_size];
+    let bytes = weights.converted("model.embed_tokens.weight", &shape)?;
+    let dtype = match weights.dtype {
+        Dtype::F32 => safetensors::Dtype::F32,
+        Dtype::F16 => safetensors::Dtype::F16,
+    };
+    let view = safetensors::tensor::TensorView::new(dtype, shape, &bytes)?;
+    let path = dir.join(EMBEDDINGS_FILE);
+    safetensors::serialize_to_file([(EMBEDDINGS_TENSOR, view)], None, &path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Special token ids from config.json, generation_config.json and tokenizer.json's
+/// `added_tokens` (never constants: checkpoints and the golden cases use different ids).
+fn token_ids(ck: &Checkpoint, cfg: &ModelConfig) -> Result<TokenIds> {
+    let added = match ck.tokenizer_path() {
+        Some(p) => added_tokens(&p)?,
+        None => BTreeMap::new(),
+    };
+    let by_name = |s: &str| added.get(s).copied();
+    let im_end = by_name("<|im_end|>");
+    let mut eos: Vec<i64> = im_end.into_iter().collect();
+    if let Some(e) = &ck.generation.eos_token_id {
+        for id in e.to_vec() {
+            if !eos.contains(&id) {
+                eos.push(id);
+            }
+        }
+    }
+    if let Some(e) = by_name("<|endoftext|>") {
+        if eos.is_empty() {
+            eos.push(e);
+        }
+    }
+    Ok(TokenIds {
+        image_pad: cfg.image_token_id,
+        vision_start: cfg.vision_start_token_id.or_else(|| by_name("<|vision_start|>")),
+        vision_end: cfg.vision_end_token_id.or_else(|| by_name("<|vision_end|>")),
+        im_start: by_name("<|im_start|>"),
+        im_end,
+        eos,
+    })
+}
+
+/// `content -> id` of tokenizer.json's `added_tokens`.
+fn added_tokens(path: &Path) -> Result<BTreeMap<String, i64>> {
+    #[derive(serde::Deserialize)]
+    struct Added {
+        id: i64,
+        content: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Tok {
+        #[serde(default)]
+        added_tokens: Vec<Added>,
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let tok: Tok = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a tokenizer.json", path.display()))?;
+    Ok(tok
+        .added_tokens
+        .into_iter()
+        .map(|a| (a.content, a.id))
+        .collect())
+}

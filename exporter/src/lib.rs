@@ -1,0 +1,96 @@
+//! Hugging Face LLaVA-OneVision-1.5 checkpoint -> ONNX bundle (docs/BUNDLE.md is the
+//! contract with the runtime).
+//!
+//! [`export`] opens the checkpoint, builds `vision.onnx` (RICE-ViT + merger, one image per
+//! run) and `decoder.onnx` (Qwen3 with KV cache) tensor by tensor, writes the embedding
+//! table, copies the tokenizer and configs and finally `manifest.json`, all inside a
+//! temporary directory next to the output that is renamed into place only when complete.
+//!
+//! The graph code is one module per model part ([`vision`], [`merger`], [`decoder`]) on
+//! top of a small graph builder ([`graph`]) and the layers in [`nn`]; weights are read
+//! by [`weights`], and [`bundle`] writes the files around the graphs.
+
+use std::path::PathBuf;
+
+pub mod bundle;
+pub mod data_file;
+pub mod decoder;
+pub mod graph;
+pub mod merger;
+pub mod nn;
+pub mod vision;
+pub mod weights;
+
+pub use bundle::export;
+
+/// Float dtype of the exported weights (activations are always f32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dtype {
+    #[default]
+    F32,
+    F16,
+}
+
+impl Dtype {
+    /// The name the manifest records: "f32" or "f16".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::F16 => "f16",
+        }
+    }
+}
+
+impl std::str::FromStr for Dtype {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "f32" | "float32" => Ok(Dtype::F32),
+            "f16" | "float16" => Ok(Dtype::F16),
+            _ => anyhow::bail!("unsupported dtype {s:?} (want f32 or f16)"),
+        }
+    }
+}
+
+/// What `ove export` was asked to do.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    /// Hugging Face checkpoint directory (config.json, safetensors, preprocessor config).
+    pub checkpoint: PathBuf,
+    /// Bundle directory to create.
+    pub out: PathBuf,
+    pub dtype: Dtype,
+    /// Longest sequence the runtime may run; default `text_config.max_position_embeddings`.
+    pub max_context: Option<usize>,
+    /// Replace an existing non-empty `out`.
+    pub force: bool,
+    /// Show a progress bar over the tensors (off for tests and non-terminals).
+    pub progress: bool,
+}
+
+impl ExportOptions {
+    /// f32, default context, no overwrite, no progress bar.
+    pub fn new(checkpoint: impl Into<PathBuf>, out: impl Into<PathBuf>) -> Self {
+        Self {
+            checkpoint: checkpoint.into(),
+            out: out.into(),
+            dtype: Dtype::F32,
+            max_context: None,
+            force: false,
+            progress: false,
+        }
+    }
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone)]
+pub struct ExportReport {
+    /// The bundle directory (= `ExportOptions::out`).
+    pub out: PathBuf,
+    /// The manifest as written to `out/manifest.json`.
+    pub manifest: ove_core::manifest::Manifest,
+    /// Checkpoint tensors read.
+    pub tensors: u64,
+    /// Total size of the bundle's files.
+    pub bytes: u64,
+}

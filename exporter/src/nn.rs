@@ -1,0 +1,158 @@
+//! The layers the model parts are made of, as ONNX subgraphs: Linear, LayerNorm,
+//! RMSNorm, GELU, SiLU and rotary embedding. Norms are decomposed into elementwise ops
+//! and ReduceMean (tract and ONNX Runtime both run those; fused norm ops they don't share).
+
+use anyhow::Result;
+
+use crate::graph::GraphBuilder;
+use crate::weights::{LinearWeight, Weights};
+
+/// How a Linear weight becomes graph nodes: `x [.., in] -> x W^T [.., out]`.
+///
+/// The float exporter stores the transposed weight and emits a MatMul; a quantizer
+/// replaces this one function (e.g. with a MatMulNBits node) and nothing else changes.
+pub trait LinearEmitter {
+    fn matmul(
+        &self,
+        g: &mut GraphBuilder,
+        w: &Weights,
+        x: &str,
+        weight: &LinearWeight,
+    ) -> Result<String>;
+}
+
+/// Weights stored in the bundle dtype, `[in, out]`, multiplied by a plain MatMul.
+pub struct DenseLinear;
+
+impl LinearEmitter for DenseLinear {
+    fn matmul(
+        &self,
+        g: &mut GraphBuilder,
+        w: &Weights,
+        x: &str,
+        weight: &LinearWeight,
+    ) -> Result<String> {
+        let rhs = w.matmul_rhs(g, weight)?;
+        Ok(g.matmul(x, &rhs))
+    }
+}
+
+/// What the model-part builders work with: the graph, the checkpoint's weights and the
+/// Linear emitter.
+pub struct Ctx<'a> {
+    pub g: GraphBuilder,
+    pub w: &'a Weights<'a>,
+    pub linear_emitter: &'a dyn LinearEmitter,
+}
+
+impl Ctx<'_> {
+    /// `nn.Linear` at module path `prefix` (`{prefix}.weight` [out, in], optional
+    /// `{prefix}.bias` [out]).
+    pub fn linear(
+        &mut self,
+        x: &str,
+        prefix: &str,
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+    ) -> Result<String> {
+        let name = format!("{prefix}.weight");
+        self.linear_weight(x, &LinearWeight::new(&name, out_dim, in_dim), bias.then_some(prefix))
+    }
+
+    /// A Linear whose weight is described explicitly; `bias_prefix` names its module when
+    /// it has a bias.
+    pub fn linear_weight(
+        &mut self,
+        x: &str,
+        weight: &LinearWeight,
+        bias_prefix: Option<&str>,
+    ) -> Result<String> {
+        let y = self.linear_emitter.matmul(&mut self.g, self.w, x, weight)?;
+        match bias_prefix {
+            None => Ok(y),
+            Some(p) => {
+                let n = weight.out_dim;
+                let b = self
+                    .w
+                    .vector(&mut self.g, &format!("{p}.bias"), &[n], &[n])?;
+                Ok(self.g.add(&y, &b))
+            }
+        }
+    }
+
+    /// `nn.LayerNorm(dim, eps)` over the last axis at module path `prefix`.
+    pub fn layer_norm(&mut self, x: &str, prefix: &str, dim: usize, eps: f64) -> Result<String> {
+        let w = self
+            .w
+            .vector(&mut self.g, &format!("{prefix}.weight"), &[dim], &[dim])?;
+        let b = self
+            .w
+            .vector(&mut self.g, &format!("{prefix}.bias"), &[dim], &[dim])?;
+        let g = &mut self.g;
+        let mean = g.reduce_mean(x, &[-1]);
+        let d = g.sub(x, &mean);
+        let sq = g.mul(&d, &d);
+        let var = g.reduce_mean(&sq, &[-1]);
+        let e = g.scalar(eps as f32);
+        let var = g.add(&var, &e);
+        let den = g.sqrt(&var);
+        let y = g.div(&d, &den);
+        let y = g.mul(&y, &w);
+        Ok(g.add(&y, &b))
+    }
+
+    /// RMSNorm (`x / sqrt(mean(x^2) + eps) * weight`) over the last axis, weight
+    /// `{prefix}.weight` [dim].
+    pub fn rms_norm(&mut self, x: &str, prefix: &str, dim: usize, eps: f64) -> Result<String> {
+        let w = self
+            .w
+            .vector(&mut self.g, &format!("{prefix}.weight"), &[dim], &[dim])?;
+        let g = &mut self.g;
+        let sq = g.mul(x, x);
+        let var = g.reduce_mean(&sq, &[-1]);
+        let e = g.scalar(eps as f32);
+        let var = g.add(&var, &e);
+        let den = g.sqrt(&var);
+        let y = g.div(x, &den);
+        Ok(g.mul(&y, &w))
+    }
+}
+
+/// Exact GELU: `x * 0.5 * (1 + erf(x / sqrt 2))` (PyTorch's default, not the tanh form).
+pub fn gelu(g: &mut GraphBuilder, x: &str) -> String {
+    let s = g.scale(x, std::f32::consts::FRAC_1_SQRT_2);
+    let e = g.erf(&s);
+    let one = g.scalar(1.0);
+    let e = g.add(&e, &one);
+    let h = g.scale(x, 0.5);
+    g.mul(&h, &e)
+}
+
+/// SiLU: `x * sigmoid(x)`.
+pub fn silu(g: &mut GraphBuilder, x: &str) -> String {
+    let s = g.sigmoid(x);
+    g.mul(x, &s)
+}
+
+/// Rotary embedding, rotate-half style: `x * cos + rotate_half(x) * sin`, where
+/// `rotate_half([a; b]) = [-b; a]` over the last axis of size `dim`; `cos`/`sin`
+/// broadcast against `x`.
+pub fn rope(g: &mut GraphBuilder, x: &str, cos: &str, sin: &str, dim: usize) -> String {
+    let half = (dim / 2) as i64;
+    let a = g.slice(x, -1, 0, half);
+    let b = g.slice(x, -1, half, dim as i64);
+    let nb = g.neg(&b);
+    let rot = g.concat(&[&nb, &a], -1);
+    let xc = g.mul(x, cos);
+    let rs = g.mul(&rot, sin);
+    g.add(&xc, &rs)
+}
+
+/// Rotary inverse frequencies `1 / theta^(2i/dim)`, i < dim/2, in f32 as PyTorch
+/// computes them (f32 exponent, f32 pow, f32 reciprocal).
+pub fn inv_freq(theta: f64, dim: usize) -> Vec<f32> {
+    (0..dim / 2)
+        .map(|i| 1.0f32 / (theta as f32).powf((2 * i) as f32 / dim as f32))
+        .collect()
+}

@@ -1,0 +1,211 @@
+//! Checkpoint tensors -> graph initializers, one tensor at a time.
+//!
+//! Each tensor is read from the memory-mapped checkpoint, converted (and transposed for
+//! MatMul) straight into the bundle dtype and written out before the next is touched, so
+//! the export's memory stays bounded by the largest single tensor.
+
+use anyhow::{bail, Context, Result};
+use half::{bf16, f16};
+use indicatif::ProgressBar;
+use ove_core::checkpoint::Checkpoint;
+use ove_core::onnx_proto::data_type;
+use safetensors::Dtype as StDtype;
+
+use crate::graph::GraphBuilder;
+use crate::Dtype;
+
+/// Reads checkpoint tensors for the graph builders and counts them on the progress bar.
+pub struct Weights<'a> {
+    pub ck: &'a Checkpoint,
+    pub dtype: Dtype,
+    pub progress: ProgressBar,
+}
+
+/// A checkpoint tensor used as the weight of a Linear layer: `y = x W^T`.
+pub struct LinearWeight<'a> {
+    /// Tensor name in the checkpoint, e.g. `visual.blocks.0.attn.qkv.weight`.
+    pub name: &'a str,
+    pub out_dim: usize,
+    pub in_dim: usize,
+    /// Shape on disk; `[out_dim, in_dim]` except for the patch-embedding convolution,
+    /// whose `[D, C, (t,) p, p]` kernel flattens to `[D, patch_dim]`.
+    pub stored_shape: Vec<usize>,
+}
+
+impl<'a> LinearWeight<'a> {
+    pub fn new(name: &'a str, out_dim: usize, in_dim: usize) -> Self {
+        Self {
+            name,
+            out_dim,
+            in_dim,
+            stored_shape: vec![out_dim, in_dim],
+        }
+    }
+}
+
+impl Weights<'_> {
+    /// Checks a tensor's presence and shape; the error names the tensor, the checkpoint
+    /// and both shapes.
+    fn check(&self, name: &str, shape: &[usize]) -> Result<StDtype> {
+        let info = self.ck.info(name).with_context(|| {
+            format!(
+                "checkpoint {} lacks tensor {name} (the config says it should be there)",
+                self.ck.dir.display()
+            )
+        })?;
+        if info.shape != shape {
+            bail!(
+                "checkpoint {}: tensor {name} has shape {:?}, expected {:?} from config.json",
+                self.ck.dir.display(),
+                info.shape,
+                shape
+            );
+        }
+        match info.dtype {
+            StDtype::F32 | StDtype::F16 | StDtype::BF16 => Ok(info.dtype),
+            other => bail!(
+                "checkpoint {}: tensor {name} has dtype {other:?}; only f32, f16 and bf16 are supported",
+                self.ck.dir.display()
+            ),
+        }
+    }
+
+    /// A tensor decoded to f32 values (small tensors: norms, biases, class embeddings).
+    pub fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        self.check(name, shape)?;
+        let v = self.ck.f32(name, shape)?;
+        self.progress.inc(1);
+        Ok(v)
+    }
+
+    /// A small tensor kept in f32 whatever the bundle dtype (norm weights, biases: a few
+    /// KB that f16 would only make less accurate), stored with the graph shape `dims`.
+    pub fn vector(
+        &self,
+        g: &mut GraphBuilder,
+        name: &str,
+        shape: &[usize],
+        dims: &[usize],
+    ) -> Result<String> {
+        let v = self.f32(name, shape)?;
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        g.initializer(name, data_type::FLOAT, dims, &bytes)
+    }
+
+    /// A Linear weight as the `[in, out]` right-hand side of a MatMul, in the bundle
+    /// dtype; f16 weights are Cast to f32 in the graph so activations stay f32.
+    pub fn matmul_rhs(&self, g: &mut GraphBuilder, w: &LinearWeight) -> Result<String> {
+        let (bytes, elem) = self.transposed(w)?;
+        let init = g.initializer(w.name, elem, &[w.in_dim, w.out_dim], &bytes)?;
+        drop(bytes);
+        Ok(self.to_f32(g, &init))
+    }
+
+    /// Casts an initializer in the bundle dtype to f32 (nothing for f32 bundles).
+    pub fn to_f32(&self, g: &mut GraphBuilder, value: &str) -> String {
+        match self.dtype {
+            Dtype::F32 => value.to_string(),
+            Dtype::F16 => g.cast(value, data_type::FLOAT),
+        }
+    }
+
+    /// The `[out, in]` weight transposed to `[in, out]` bytes in the bundle dtype.
+    pub fn transposed(&self, w: &LinearWeight) -> Result<(Vec<u8>, i32)> {
+        let src = self.check(w.name, &w.stored_shape)?;
+        if w.stored_shape.iter().product::<usize>() != w.out_dim * w.in_dim
+            || w.stored_shape[0] != w.out_dim
+        {
+            bail!(
+                "tensor {}: shape {:?} does not flatten to [{}, {}]",
+                w.name,
+                w.stored_shape,
+                w.out_dim,
+                w.in_dim
+            );
+        }
+        let raw = self.ck.raw(w.name)?;
+        let out = transpose_convert(raw, src, w.out_dim, w.in_dim, self.dtype);
+        self.progress.inc(1);
+        Ok((out, self.elem_type()))
+    }
+
+    /// A tensor's bytes in the bundle dtype, untransposed (the embedding table).
+    pub fn converted(&self, name: &str, shape: &[usize]) -> Result<Vec<u8>> {
+        let src = self.check(name, shape)?;
+        let raw = self.ck.raw(name)?;
+        let n: usize = shape.iter().product();
+        let out = transpose_convert(raw, src, 1, n, self.dtype);
+        self.progress.inc(1);
+        Ok(out)
+    }
+
+    /// ONNX element type of weights stored in the bundle dtype.
+    pub fn elem_type(&self) -> i32 {
+        match self.dtype {
+            Dtype::F32 => data_type::FLOAT,
+            Dtype::F16 => data_type::FLOAT16,
+        }
+    }
+}
+
+fn decode(src: StDtype) -> (usize, fn(&[u8]) -> f32) {
+    match src {
+        StDtype::F32 => (4, |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        StDtype::F16 => (2, |b| f16::from_le_bytes([b[0], b[1]]).to_f32()),
+        _ => (2, |b| bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+    }
+}
+
+/// Converts a row-major `[rows, cols]` tensor of dtype `src` to `[cols, rows]` little-endian
+/// bytes of `out` (with `rows == 1` this is a plain conversion). Works in 64x64 tiles so
+/// that both the reads and the writes stay in cache for large matrices.
+pub fn transpose_convert(raw: &[u8], src: StDtype, rows: usize, cols: usize, out: Dtype) -> Vec<u8> {
+    let (es, read) = decode(src);
+    let os = match out {
+        Dtype::F32 => 4,
+        Dtype::F16 => 2,
+    };
+    let mut buf = vec![0u8; rows * cols * os];
+    const TILE: usize = 64;
+    for i0 in (0..rows).step_by(TILE) {
+        for j0 in (0..cols).step_by(TILE) {
+            for i in i0..(i0 + TILE).min(rows) {
+                for j in j0..(j0 + TILE).min(cols) {
+                    let x = read(&raw[(i * cols + j) * es..]);
+                    let at = (j * rows + i) * os;
+                    match out {
+                        Dtype::F32 => buf[at..at + 4].copy_from_slice(&x.to_le_bytes()),
+                        Dtype::F16 => {
+                            buf[at..at + 2].copy_from_slice(&f16::from_f32(x).to_le_bytes())
+                        }
+                    }
+                }
+            }
+        }
+    }
+    buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transposes_and_converts() {
+        let v: Vec<f32> = (0..6).map(|x| x as f32).collect();
+        let raw: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let t = transpose_convert(&raw, StDtype::F32, 2, 3, Dtype::F32);
+        let back: Vec<f32> = t
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(back, vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+        let raw16: Vec<u8> = v.iter().flat_map(|x| bf16::from_f32(*x).to_le_bytes()).collect();
+        let t = transpose_convert(&raw16, StDtype::BF16, 2, 3, Dtype::F16);
+        let back: Vec<f32> = t
+            .chunks_exact(2)
+            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect();
+        assert_eq!(back, vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+    }
+}

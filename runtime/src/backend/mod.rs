@@ -1,0 +1,379 @@
+//! The inference engines that run a bundle's two graphs.
+//!
+//! Both implement [`Backend`]: one call of vision.onnx per image, one call of decoder.onnx
+//! per prefill chunk or generated token, with the KV cache held in the engine's own tensor
+//! type. Which engines exist is decided by cargo features (`ort`, `tract`); which one runs
+//! is decided at start-up by [`BackendChoice`].
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use anyhow::{bail, Result};
+use ove_core::manifest::Manifest;
+
+use crate::bundle::Bundle;
+use crate::kv::{KvCache, KvShape};
+
+#[cfg(feature = "ort")]
+pub mod ort;
+#[cfg(feature = "tract")]
+pub mod tract;
+
+/// An engine that is running a bundle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// ONNX Runtime, loaded from a shared library at run time: the fast path.
+    Ort,
+    /// tract, compiled in: slower, but needs nothing installed.
+    Tract,
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackendKind::Ort => "ort",
+            BackendKind::Tract => "tract",
+        })
+    }
+}
+
+/// Which engine the user asked for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// ONNX Runtime when its library is found (and this build has it), else tract.
+    #[default]
+    Auto,
+    Ort,
+    Tract,
+}
+
+impl FromStr for BackendChoice {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "auto" => BackendChoice::Auto,
+            "ort" | "onnxruntime" => BackendChoice::Ort,
+            "tract" => BackendChoice::Tract,
+            other => bail!("unknown backend {other:?} (auto, ort or tract)"),
+        })
+    }
+}
+
+/// ONNX Runtime's graph optimization level.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OrtOptimization {
+    Disable,
+    Basic,
+    Extended,
+    /// Everything, layout transforms included (ONNX Runtime's own default).
+    #[default]
+    All,
+}
+
+/// Where ONNX Runtime runs the graphs. Only the CPU is wired today; the Jetson's CUDA and
+/// TensorRT providers slot in here (see `backend::ort::register_execution_provider`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ExecutionProvider {
+    #[default]
+    Cpu,
+}
+
+/// Settings of the ONNX Runtime backend.
+#[derive(Debug, Clone)]
+pub struct OrtOptions {
+    /// The shared library to load; beats `ORT_DYLIB_PATH` and the search order of
+    /// [`ort::find_library`].
+    pub library: Option<PathBuf>,
+    pub optimization: OrtOptimization,
+    /// `session.qdq_matmulnbits_accuracy_level`: 0 dequantizes int4 weights exactly (the
+    /// default, so that int4 results can be compared with the f32 reference); 4 lets ONNX
+    /// Runtime quantize activations to int8 inside MatMulNBits (faster, less exact).
+    pub int4_accuracy_level: u8,
+    pub execution_provider: ExecutionProvider,
+}
+
+impl Default for OrtOptions {
+    fn default() -> Self {
+        Self {
+            library: None,
+            optimization: OrtOptimization::All,
+            int4_accuracy_level: 0,
+            execution_provider: ExecutionProvider::Cpu,
+        }
+    }
+}
+
+/// Everything that selects and configures the engine.
+#[derive(Debug, Clone, Default)]
+pub struct BackendOptions {
+    pub choice: BackendChoice,
+    /// Threads inside one operator; `None` lets the engine decide (ONNX Runtime: one per
+    /// physical core; tract: one per available core).
+    pub threads: Option<usize>,
+    pub ort: OrtOptions,
+}
+
+/// Sizes the backends check their inputs and outputs against, from the manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dims {
+    /// Values per patch row (588).
+    pub patch_dim: usize,
+    /// Width of the ViT (`vision_tokens` columns).
+    pub vision_hidden: usize,
+    /// Patches per LLM token (4).
+    pub merge_unit: usize,
+    /// Decoder hidden size (`inputs_embeds` and `image_embeds` columns).
+    pub hidden: usize,
+    pub vocab: usize,
+    pub kv: KvShape,
+}
+
+impl Dims {
+    pub fn from_manifest(m: &Manifest) -> Self {
+        let v = &m.model.vision_config;
+        let t = &m.model.text_config;
+        Self {
+            patch_dim: v.patch_dim(),
+            vision_hidden: v.hidden_size,
+            merge_unit: v.merge_unit(),
+            hidden: t.hidden_size,
+            vocab: t.vocab_size,
+            kv: KvShape {
+                layers: t.num_hidden_layers,
+                kv_heads: t.num_key_value_heads,
+                head_dim: t.head_dim(),
+            },
+        }
+    }
+}
+
+/// What vision.onnx returns for one image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VisionOutput {
+    /// `[P, D]`: the ViT's output per patch (class token removed), kept for tracing.
+    pub vision_tokens: Vec<f32>,
+    /// `[P / 4, H]`: the rows that replace the image's pads.
+    pub image_embeds: Vec<f32>,
+}
+
+/// The non-cache inputs of one decoder.onnx call (`S` new tokens after `K` cached).
+#[derive(Debug, Clone, Copy)]
+pub struct DecoderInputs<'a> {
+    /// `[S, H]`.
+    pub inputs_embeds: &'a [f32],
+    /// `[S]`: `K..K+S`.
+    pub position_ids: &'a [i64],
+    /// `[S, K+S]`.
+    pub attention_bias: &'a [f32],
+    /// `[L]`: rows of the `S` that get logits.
+    pub logits_index: &'a [i64],
+}
+
+impl DecoderInputs<'_> {
+    pub fn new_tokens(&self) -> usize {
+        self.position_ids.len()
+    }
+
+    /// Shape checks shared by the backends, so that a wrong call fails here and not inside
+    /// the engine with an opaque broadcast error.
+    pub fn check(&self, dims: &Dims, cached: usize) -> Result<()> {
+        let s = self.new_tokens();
+        if s == 0 {
+            bail!("decoder called with no new tokens");
+        }
+        if self.inputs_embeds.len() != s * dims.hidden {
+            bail!(
+                "inputs_embeds has {} values, expected {s} x {}",
+                self.inputs_embeds.len(),
+                dims.hidden
+            );
+        }
+        if self.attention_bias.len() != s * (cached + s) {
+            bail!(
+                "attention_bias has {} values, expected {s} x {}",
+                self.attention_bias.len(),
+                cached + s
+            );
+        }
+        if let Some(bad) = self.logits_index.iter().find(|&&i| i < 0 || i as usize >= s) {
+            bail!("logits_index {bad} is outside 0..{s}");
+        }
+        Ok(())
+    }
+}
+
+/// One engine running one bundle's graphs.
+pub trait Backend: Send {
+    fn kind(&self) -> BackendKind;
+
+    /// A one-line description for logs and `ove bench`: engine, version, device, library.
+    fn describe(&self) -> String;
+
+    /// Runs vision.onnx on one image: `pixel_values` `[P, 588]`, `patch_pos` `[P, 2]`.
+    fn vision(&mut self, pixel_values: &[f32], patch_pos: &[i64]) -> Result<VisionOutput>;
+
+    /// Runs decoder.onnx on the new tokens, reading and extending `cache`; returns the
+    /// logits `[L, V]` of the rows named by `logits_index`. On error the cache is unchanged.
+    fn decoder(&mut self, inputs: &DecoderInputs<'_>, cache: &mut KvCache) -> Result<Vec<f32>>;
+}
+
+/// Starts the engine `opts` asks for on `bundle`.
+pub fn create(bundle: &Bundle, opts: &BackendOptions) -> Result<Box<dyn Backend>> {
+    match opts.choice {
+        BackendChoice::Ort => create_ort(bundle, opts),
+        BackendChoice::Tract => create_tract(bundle, opts),
+        BackendChoice::Auto => auto(bundle, opts),
+    }
+}
+
+#[cfg(feature = "ort")]
+fn auto(bundle: &Bundle, opts: &BackendOptions) -> Result<Box<dyn Backend>> {
+    match ort::find_library(opts.ort.library.as_deref()) {
+        Ok(lib) => match ort::OrtBackend::load(bundle, opts, &lib) {
+            Ok(b) => {
+                tracing::info!("backend: ONNX Runtime ({})", lib.display());
+                Ok(Box::new(b))
+            }
+            Err(e) if cfg!(feature = "tract") => {
+                tracing::warn!("ONNX Runtime failed to start ({e:#}); falling back to tract");
+                create_tract(bundle, opts)
+            }
+            Err(e) => Err(e),
+        },
+        Err(e) if cfg!(feature = "tract") => {
+            tracing::info!("backend: tract (ONNX Runtime not used: {e:#})");
+            create_tract(bundle, opts)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(not(feature = "ort"))]
+fn auto(bundle: &Bundle, opts: &BackendOptions) -> Result<Box<dyn Backend>> {
+    tracing::info!("backend: tract (this build has no ONNX Runtime support)");
+    create_tract(bundle, opts)
+}
+
+#[cfg(feature = "ort")]
+fn create_ort(bundle: &Bundle, opts: &BackendOptions) -> Result<Box<dyn Backend>> {
+    let lib = ort::find_library(opts.ort.library.as_deref())?;
+    Ok(Box::new(ort::OrtBackend::load(bundle, opts, &lib)?))
+}
+
+#[cfg(not(feature = "ort"))]
+fn create_ort(_: &Bundle, _: &BackendOptions) -> Result<Box<dyn Backend>> {
+    bail!("this build of ove has no ONNX Runtime support (cargo feature `ort`); use --backend tract")
+}
+
+#[cfg(feature = "tract")]
+fn create_tract(bundle: &Bundle, opts: &BackendOptions) -> Result<Box<dyn Backend>> {
+    Ok(Box::new(tract::TractBackend::load(bundle, opts)?))
+}
+
+#[cfg(not(feature = "tract"))]
+fn create_tract(_: &Bundle, _: &BackendOptions) -> Result<Box<dyn Backend>> {
+    bail!("this build of ove has no tract support (cargo feature `tract`); use --backend ort")
+}
+
+/// Checks a `[kvh, T, hd]` present tensor shape against what the step should have produced.
+pub(crate) fn check_present(name: &str, shape: &[usize], kv: &KvShape, total: usize) -> Result<()> {
+    let want = kv.dims(total);
+    if shape != want {
+        bail!("decoder output {name} has shape {shape:?}, expected {want:?}");
+    }
+    Ok(())
+}
+
+/// Checks the vision outputs of an image with `patches` patches.
+pub(crate) fn check_vision(out: &VisionOutput, dims: &Dims, patches: usize) -> Result<()> {
+    if out.vision_tokens.len() != patches * dims.vision_hidden {
+        bail!(
+            "vision_tokens has {} values, expected {patches} x {}",
+            out.vision_tokens.len(),
+            dims.vision_hidden
+        );
+    }
+    let tokens = patches / dims.merge_unit;
+    if out.image_embeds.len() != tokens * dims.hidden {
+        bail!(
+            "image_embeds has {} values, expected {tokens} x {}",
+            out.image_embeds.len(),
+            dims.hidden
+        );
+    }
+    Ok(())
+}
+
+/// Checks vision inputs before they reach an engine.
+pub(crate) fn check_vision_inputs(pixel_values: &[f32], patch_pos: &[i64], dims: &Dims) -> Result<usize> {
+    if pixel_values.is_empty() || pixel_values.len() % dims.patch_dim != 0 {
+        bail!(
+            "pixel_values has {} values, not a positive multiple of {}",
+            pixel_values.len(),
+            dims.patch_dim
+        );
+    }
+    let patches = pixel_values.len() / dims.patch_dim;
+    if patch_pos.len() != 2 * patches {
+        bail!(
+            "patch_pos has {} values, expected {patches} x 2",
+            patch_pos.len()
+        );
+    }
+    if patches % dims.merge_unit != 0 {
+        bail!(
+            "{patches} patches is not a multiple of the merge unit {}",
+            dims.merge_unit
+        );
+    }
+    Ok(patches)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_names_parse() {
+        assert_eq!("auto".parse::<BackendChoice>().unwrap(), BackendChoice::Auto);
+        assert_eq!("ort".parse::<BackendChoice>().unwrap(), BackendChoice::Ort);
+        assert_eq!("tract".parse::<BackendChoice>().unwrap(), BackendChoice::Tract);
+        assert!("cuda".parse::<BackendChoice>().is_err());
+    }
+
+    #[test]
+    fn decoder_inputs_are_checked() {
+        let dims = Dims {
+            patch_dim: 588,
+            vision_hidden: 8,
+            merge_unit: 4,
+            hidden: 2,
+            vocab: 10,
+            kv: KvShape {
+                layers: 1,
+                kv_heads: 1,
+                head_dim: 2,
+            },
+        };
+        let e = [0.0; 4];
+        let bias = [0.0; 2 * 5];
+        let ok = DecoderInputs {
+            inputs_embeds: &e,
+            position_ids: &[3, 4],
+            attention_bias: &bias,
+            logits_index: &[1],
+        };
+        ok.check(&dims, 3).unwrap();
+        assert!(ok.check(&dims, 2).is_err());
+        let bad = DecoderInputs {
+            logits_index: &[2],
+            ..ok
+        };
+        assert!(bad.check(&dims, 3).is_err());
+        assert!(check_vision_inputs(&[0.0; 588 * 3], &[0; 6], &dims).is_err());
+        assert_eq!(
+            check_vision_inputs(&[0.0; 588 * 4], &[0; 8], &dims).unwrap(),
+            4
+        );
+    }
+}

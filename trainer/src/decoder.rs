@@ -1,0 +1,341 @@
+//! The Qwen3 language model: `model.embed_tokens`, `model.layers.{l}.*`, `model.norm`, `lm_head`.
+//!
+//! Per layer: RMSNorm -> attention (q/k/v projections, RMSNorm over head_dim on q and k,
+//! 1-D RoPE, grouped-query attention, o_proj) -> residual; RMSNorm -> SwiGLU MLP -> residual.
+//! Attention is causal; a packed sequence additionally cuts it at sample boundaries.
+//! An optional [`KvCache`] makes step-by-step generation cheap.
+
+use anyhow::{bail, Result};
+use tch::nn::{self, Init, Module};
+use tch::{Device, Kind, Tensor};
+
+use ove_core::config::TextConfig;
+
+use crate::layers::{activation, apply_rotary, Linear, RmsNorm, INIT_STD};
+
+/// Which positions a token may attend to (always only earlier or equal positions).
+#[derive(Debug)]
+pub enum AttentionMask {
+    /// Plain causal attention over the whole row (and everything in the KV cache).
+    Causal,
+    /// A packed row: `[B, T]` sample ids; a token attends only to earlier tokens of its own
+    /// sample (a block-diagonal causal mask). Not usable with a KV cache.
+    Packed(Tensor),
+}
+
+/// The mask as one attention call takes it.
+struct MaskSpec {
+    /// Boolean `[B or 1, 1, T, S]`, true = may attend.
+    mask: Option<Tensor>,
+    /// Let SDPA apply the (top-left aligned) causal mask itself; only when T == S.
+    is_causal: bool,
+}
+
+impl AttentionMask {
+    fn spec(&self, t: i64, past: i64, device: Device) -> Result<MaskSpec> {
+        match self {
+            AttentionMask::Causal if t == 1 => Ok(MaskSpec {
+                mask: None,
+                is_causal: false,
+            }),
+            AttentionMask::Causal if past == 0 => Ok(MaskSpec {
+                mask: None,
+                is_causal: true,
+            }),
+            AttentionMask::Causal => {
+                // Query i sits at absolute position past + i and sees keys 0..=past + i.
+                let q = Tensor::arange(t, (Kind::Int64, device)).unsqueeze(1) + past;
+                let k = Tensor::arange(past + t, (Kind::Int64, device)).unsqueeze(0);
+                Ok(MaskSpec {
+                    mask: Some(k.le_tensor(&q).view([1, 1, t, past + t])),
+                    is_causal: false,
+                })
+            }
+            AttentionMask::Packed(ids) => {
+                if past != 0 {
+                    bail!("a packed attention mask cannot be combined with a KV cache");
+                }
+                let (b, len) = ids.size2()?;
+                if len != t {
+                    bail!("packed sample ids have length {len}, the sequence has {t}");
+                }
+                let ids = ids.to_device(device);
+                let same = ids.unsqueeze(2).eq_tensor(&ids.unsqueeze(1));
+                let causal = Tensor::ones([t, t], (Kind::Bool, device)).tril(0);
+                Ok(MaskSpec {
+                    mask: Some(same.logical_and(&causal).view([b, 1, t, t])),
+                    is_causal: false,
+                })
+            }
+        }
+    }
+}
+
+/// Keys and values of every layer for the tokens seen so far: `[B, kv_heads, S, head_dim]`
+/// each, after RoPE and before the GQA repeat.
+#[derive(Debug, Default)]
+pub struct KvCache {
+    pub layers: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl KvCache {
+    pub fn new(num_layers: usize) -> Self {
+        Self {
+            layers: (0..num_layers).map(|_| None).collect(),
+        }
+    }
+
+    /// Number of cached positions.
+    pub fn seq_len(&self) -> i64 {
+        match self.layers.first() {
+            Some(Some((k, _))) => k.size()[2],
+            _ => 0,
+        }
+    }
+}
+
+/// 1-D rotary embedding over absolute positions (f32).
+#[derive(Debug)]
+pub struct Rope {
+    /// `[head_dim/2]` = `1 / theta^(arange(0, head_dim, 2) / head_dim)`.
+    inv_freq: Tensor,
+}
+
+impl Rope {
+    pub fn new(cfg: &TextConfig, device: Device) -> Self {
+        let hd = cfg.head_dim() as i64;
+        let exponent = Tensor::arange_start_step(0, hd, 2, (Kind::Float, device)) / hd as f64;
+        Self {
+            inv_freq: Tensor::pow_scalar(cfg.rope_theta, &exponent).reciprocal(),
+        }
+    }
+
+    /// `positions` `[B, T]` -> `(cos, sin)` `[B, 1, T, head_dim]` in f32.
+    pub fn cos_sin(&self, positions: &Tensor) -> (Tensor, Tensor) {
+        let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * &self.inv_freq;
+        let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1);
+        (emb.cos(), emb.sin())
+    }
+}
+
+/// `model.layers.{l}.self_attn`.
+#[derive(Debug)]
+pub struct Attention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    pub q_norm: RmsNorm,
+    pub k_norm: RmsNorm,
+    num_heads: i64,
+    num_kv_heads: i64,
+    head_dim: i64,
+}
+
+impl Attention {
+    pub fn new(vs: nn::Path, cfg: &TextConfig) -> Self {
+        let (h, bias) = (cfg.hidden_size, cfg.attention_bias);
+        Self {
+            q_proj: Linear::new(&vs / "q_proj", h, cfg.q_dim(), bias),
+            k_proj: Linear::new(&vs / "k_proj", h, cfg.kv_dim(), bias),
+            v_proj: Linear::new(&vs / "v_proj", h, cfg.kv_dim(), bias),
+            o_proj: Linear::new(&vs / "o_proj", cfg.q_dim(), h, false),
+            q_norm: RmsNorm::new(&vs / "q_norm", cfg.head_dim(), cfg.rms_norm_eps),
+            k_norm: RmsNorm::new(&vs / "k_norm", cfg.head_dim(), cfg.rms_norm_eps),
+            num_heads: cfg.num_attention_heads as i64,
+            num_kv_heads: cfg.num_key_value_heads as i64,
+            head_dim: cfg.head_dim() as i64,
+        }
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &MaskSpec,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Tensor {
+        let (b, t, _) = x.size3().expect("decoder attention input must be [B, T, H]");
+        let hd = self.head_dim;
+        // Project, split into heads, RMSNorm q and k over head_dim, then RoPE.
+        let q = self.q_norm.forward(&self.q_proj.forward(x).view([b, t, self.num_heads, hd]));
+        let k = self.k_norm.forward(&self.k_proj.forward(x).view([b, t, self.num_kv_heads, hd]));
+        let v = self.v_proj.forward(x).view([b, t, self.num_kv_heads, hd]).transpose(1, 2);
+        let q = apply_rotary(&q.transpose(1, 2), cos, sin);
+        let mut k = apply_rotary(&k.transpose(1, 2), cos, sin);
+        let mut v = v;
+        if let Some(slot) = cache {
+            if let Some((pk, pv)) = slot.as_ref() {
+                k = Tensor::cat(&[pk, &k], 2);
+                v = Tensor::cat(&[pv, &v], 2);
+            }
+            *slot = Some((k.shallow_clone(), v.shallow_clone()));
+        }
+        // Grouped-query attention: query head i reads kv head i / groups.
+        let k = repeat_kv(&k, self.num_heads / self.num_kv_heads);
+        let v = repeat_kv(&v, self.num_heads / self.num_kv_heads);
+        let out = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            mask.mask.as_ref(),
+            0.0,
+            mask.is_causal,
+            None,
+            false,
+        );
+        let out = out.transpose(1, 2).reshape([b, t, self.num_heads * hd]);
+        self.o_proj.forward(&out)
+    }
+}
+
+/// `[B, kv, S, d]` -> `[B, kv * n, S, d]`, each kv head repeated n times in place.
+fn repeat_kv(x: &Tensor, n: i64) -> Tensor {
+    if n == 1 {
+        return x.shallow_clone();
+    }
+    let (b, kv, s, d) = x.size4().expect("kv must be [B, kv, S, d]");
+    x.unsqueeze(2).expand([b, kv, n, s, d], false).reshape([b, kv * n, s, d])
+}
+
+/// `model.layers.{l}.mlp`: `down(silu(gate(x)) * up(x))`.
+#[derive(Debug)]
+pub struct Mlp {
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+    act: fn(&Tensor) -> Tensor,
+}
+
+impl Mlp {
+    pub fn new(vs: nn::Path, cfg: &TextConfig) -> Result<Self> {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        Ok(Self {
+            gate_proj: Linear::new(&vs / "gate_proj", h, i, false),
+            up_proj: Linear::new(&vs / "up_proj", h, i, false),
+            down_proj: Linear::new(&vs / "down_proj", i, h, false),
+            act: activation(&cfg.hidden_act)?,
+        })
+    }
+}
+
+impl Module for Mlp {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let gated = (self.act)(&self.gate_proj.forward(x)) * self.up_proj.forward(x);
+        self.down_proj.forward(&gated)
+    }
+}
+
+/// `model.layers.{l}`.
+#[derive(Debug)]
+pub struct DecoderLayer {
+    pub input_layernorm: RmsNorm,
+    pub self_attn: Attention,
+    pub post_attention_layernorm: RmsNorm,
+    pub mlp: Mlp,
+}
+
+impl DecoderLayer {
+    pub fn new(vs: nn::Path, cfg: &TextConfig) -> Result<Self> {
+        Ok(Self {
+            input_layernorm: RmsNorm::new(&vs / "input_layernorm", cfg.hidden_size, cfg.rms_norm_eps),
+            self_attn: Attention::new(&vs / "self_attn", cfg),
+            post_attention_layernorm: RmsNorm::new(
+                &vs / "post_attention_layernorm",
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+            ),
+            mlp: Mlp::new(&vs / "mlp", cfg)?,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &MaskSpec,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Tensor {
+        let x = x + self
+            .self_attn
+            .forward(&self.input_layernorm.forward(x), cos, sin, mask, cache);
+        &x + self.mlp.forward(&self.post_attention_layernorm.forward(&x))
+    }
+}
+
+/// The whole decoder: embeddings, layers, final norm and the LM head.
+#[derive(Debug)]
+pub struct Qwen3 {
+    /// `model.embed_tokens.weight` `[V, H]`.
+    pub embed_tokens: Tensor,
+    pub layers: Vec<DecoderLayer>,
+    pub norm: RmsNorm,
+    /// `lm_head.weight` `[V, H]`; the embedding table itself when the config ties them.
+    pub lm_head: Tensor,
+    pub rope: Rope,
+    pub config: TextConfig,
+}
+
+impl Qwen3 {
+    /// Builds the decoder: `model.*` under `model_vs`, `lm_head` under `lm_head_vs`.
+    pub fn new(model_vs: nn::Path, lm_head_vs: nn::Path, cfg: &TextConfig) -> Result<Self> {
+        let (v, h) = (cfg.vocab_size as i64, cfg.hidden_size as i64);
+        let init = Init::Randn {
+            mean: 0.,
+            stdev: INIT_STD,
+        };
+        let embed_tokens = (&model_vs / "embed_tokens").var("weight", &[v, h], init);
+        let lm_head = if cfg.tie_word_embeddings {
+            embed_tokens.shallow_clone()
+        } else {
+            lm_head_vs.var("weight", &[v, h], init)
+        };
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|l| DecoderLayer::new(&model_vs / "layers" / l, cfg))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            embed_tokens,
+            layers,
+            norm: RmsNorm::new(&model_vs / "norm", cfg.hidden_size, cfg.rms_norm_eps),
+            lm_head,
+            rope: Rope::new(cfg, model_vs.device()),
+            config: cfg.clone(),
+        })
+    }
+
+    /// Token embeddings `[B, T, H]` of ids `[B, T]`.
+    pub fn embed(&self, input_ids: &Tensor) -> Tensor {
+        Tensor::embedding(&self.embed_tokens, input_ids, -1, false, false)
+    }
+
+    /// Runs the layers on input embeddings `[B, T, H]` at `positions` `[B, T]`, returns the
+    /// final-normed hidden states `[B, T, H]`. With a cache, the new keys/values are appended.
+    pub fn forward_embeds(
+        &self,
+        embeds: &Tensor,
+        positions: &Tensor,
+        mask: &AttentionMask,
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let (b, t, _) = embeds.size3()?;
+        if positions.size() != [b, t] {
+            bail!("positions have shape {:?}, expected [{b}, {t}]", positions.size());
+        }
+        let past = cache.as_ref().map_or(0, |c| c.seq_len());
+        let spec = mask.spec(t, past, embeds.device())?;
+        let (cos, sin) = self.rope.cos_sin(positions);
+        let mut x = embeds.shallow_clone();
+        for (l, layer) in self.layers.iter().enumerate() {
+            let slot = cache.as_deref_mut().map(|c| &mut c.layers[l]);
+            x = layer.forward(&x, &cos, &sin, &spec, slot);
+        }
+        Ok(self.norm.forward(&x))
+    }
+
+    /// Logits `[.., V]` of final hidden states `[.., H]`.
+    pub fn logits(&self, hidden: &Tensor) -> Tensor {
+        hidden.matmul(&self.lm_head.tr())
+    }
+}

@@ -1,0 +1,24 @@
+//! `ove-train`: LLaVA-OneVision-1.5 in libtorch (through `tch`), for training and tracing.
+//!
+//! The model is written nanoGPT-style, one file per part, and every parameter's name in
+//! the `VarStore` is its module path, which is exactly its Hugging Face tensor name:
+//! - [`vision`]: RICE-ViT (`visual.patch_embed`, `visual.class_embedding`,
+//!   `visual.class_pos_emb`, `visual.pre_layernorm`, `visual.blocks.{i}.*`);
+//! - [`merger`]: the 2x2 patch merger (`visual.merger.{ln_q,mlp.0,mlp.2}`);
+//! - [`decoder`]: the Qwen3 decoder (`model.*`, `lm_head`), with a KV cache;
+//! - [`model`]: the whole, image embeddings scattered into the image pads;
+//! - [`layers`]: the shared building blocks (linear, norms, rotary);
+//! - [`checkpoint`]: strict loading of Hugging Face checkpoints and saving the same layout;
+//! - [`trace`]: the `ove-train trace` command (golden-case intermediates).
+
+pub mod checkpoint;
+pub mod decoder;
+pub mod layers;
+pub mod merger;
+pub mod model;
+pub mod trace;
+pub mod vision;
+
+pub use checkpoint::{load_model, save_checkpoint, LoadedModel, SaveDtype, SaveOptions};
+pub use decoder::{AttentionMask, KvCache};
+pub use model::{Images, LlavaOneVision};
