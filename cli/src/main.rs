@@ -35,6 +35,9 @@ enum Command {
     Trace(cmd::trace::Args),
     /// Measure vision encoder time, prefill and decode speed and peak memory of a bundle.
     Bench(cmd::bench::Args),
+    /// Train with `ove-train` (needs libtorch): all arguments are passed on.
+    #[command(disable_help_flag = true)]
+    Train(cmd::train::Args),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         Command::Ocr(a) => cmd::ocr::run(a),
         Command::Trace(a) => cmd::trace::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Train(a) => cmd::train::run(a),
     };
     match result {
         Ok(code) => code,

@@ -19,7 +19,7 @@ use crate::matmul_nbits::{check_ort_block_size, get_nibble};
 use crate::metrics::MetricsAccumulator;
 use crate::rtn::{self, BlockParams, SYM_ZERO_POINT};
 use crate::weight::{check_len, checked_numel};
-use crate::{Quantized, QuantError};
+use crate::{QuantError, Quantized};
 
 /// How to quantize an embedding table for `GatherBlockQuantized`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +121,7 @@ pub fn quantize_gather_block_quantized(
 
 fn check_table_shape(rows: usize, cols: usize) -> Result<(), QuantError> {
     checked_numel(&[rows, cols])?;
-    if cols % 2 != 0 {
+    if !cols.is_multiple_of(2) {
         return Err(QuantError::OddRowWidth { h: cols });
     }
     Ok(())
@@ -373,7 +373,15 @@ mod tests {
             Err(QuantError::OddRowWidth { h: 41 })
         ));
         assert!(matches!(
-            quantize_gather_block_quantized(&t, 2, 40, GatherBlockQuantizedConfig { block_size: 12, ..cfg }),
+            quantize_gather_block_quantized(
+                &t,
+                2,
+                40,
+                GatherBlockQuantizedConfig {
+                    block_size: 12,
+                    ..cfg
+                }
+            ),
             Err(QuantError::InvalidBlockSize { .. })
         ));
         assert!(matches!(
@@ -407,8 +415,16 @@ mod tests {
             .unwrap();
             assert_eq!(g.tensor.data, m.tensor.b);
             assert_eq!(
-                g.tensor.scales.iter().map(|s| s.to_bits()).collect::<Vec<_>>(),
-                m.tensor.scales.iter().map(|s| s.to_bits()).collect::<Vec<_>>()
+                g.tensor
+                    .scales
+                    .iter()
+                    .map(|s| s.to_bits())
+                    .collect::<Vec<_>>(),
+                m.tensor
+                    .scales
+                    .iter()
+                    .map(|s| s.to_bits())
+                    .collect::<Vec<_>>()
             );
             assert_eq!(g.tensor.zero_points, m.tensor.zero_points);
             assert_eq!(g.metrics, m.metrics);

@@ -3,7 +3,7 @@
 use crate::metrics::{ErrorMetrics, MetricsAccumulator};
 use crate::rtn::{self, BlockParams, SYM_ZERO_POINT};
 use crate::weight::{check_len, checked_numel, WeightView};
-use crate::{Quantized, QuantError};
+use crate::{QuantError, Quantized};
 
 /// Smallest block size ONNX Runtime's blockwise quantizer has a kernel for.
 pub const MIN_BLOCK_SIZE: usize = 16;
@@ -11,7 +11,10 @@ pub const MIN_BLOCK_SIZE: usize = 16;
 pub const MAX_BLOCK_SIZE: usize = 256;
 
 /// Checks a block size against what `MlasQuantizeBlockwise` implements (16, 32, 64, 128, 256).
-pub(crate) fn check_ort_block_size(block_size: usize, layout: &'static str) -> Result<(), QuantError> {
+pub(crate) fn check_ort_block_size(
+    block_size: usize,
+    layout: &'static str,
+) -> Result<(), QuantError> {
     if block_size.is_power_of_two() && (MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) {
         Ok(())
     } else {
@@ -367,8 +370,8 @@ mod tests {
                 symmetric,
             };
             let a = quantize_matmul_nbits(WeightView::onnx(&kn, k, n).unwrap(), cfg).unwrap();
-            let b = quantize_matmul_nbits(WeightView::torch_linear(&nk, n, k).unwrap(), cfg)
-                .unwrap();
+            let b =
+                quantize_matmul_nbits(WeightView::torch_linear(&nk, n, k).unwrap(), cfg).unwrap();
             assert_eq!(a, b);
             let t = &a.tensor;
             assert_eq!(t.b_shape(), [n, 3, 16]);
@@ -431,8 +434,8 @@ mod tests {
                 ..
             })
         ));
-        let w = MatMulNBitsWeight::from_parts(64, 2, 32, vec![0x88; 64], vec![1.0; 4], None)
-            .unwrap();
+        let w =
+            MatMulNBitsWeight::from_parts(64, 2, 32, vec![0x88; 64], vec![1.0; 4], None).unwrap();
         assert!(w.dequantize().iter().all(|&v| v == 0.0));
         assert_eq!(
             w.attributes(),

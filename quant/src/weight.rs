@@ -152,7 +152,11 @@ pub(crate) fn checked_numel(shape: &[usize]) -> Result<usize, QuantError> {
 }
 
 /// Checks that `buf` has exactly the length `shape` implies.
-pub(crate) fn check_len<T>(what: &'static str, buf: &[T], shape: &[usize]) -> Result<(), QuantError> {
+pub(crate) fn check_len<T>(
+    what: &'static str,
+    buf: &[T],
+    shape: &[usize],
+) -> Result<(), QuantError> {
     let expected = checked_numel(shape)?;
     if buf.len() != expected {
         return Err(QuantError::LengthMismatch {
@@ -182,7 +186,7 @@ mod tests {
         let collect = |w: WeightView<'_>| {
             let mut runs = Vec::new();
             w.for_each_k_run(16, |nn, k0, v| runs.push((nn, k0, v.to_vec())));
-            runs.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+            runs.sort_by_key(|a| (a.0, a.1));
             runs
         };
         let a = collect(WeightView::onnx(&kn, k, n).unwrap());
@@ -200,7 +204,11 @@ mod tests {
     fn rejects_bad_inputs() {
         assert!(matches!(
             WeightView::onnx(&[0.0; 5], 2, 3),
-            Err(QuantError::LengthMismatch { expected: 6, actual: 5, .. })
+            Err(QuantError::LengthMismatch {
+                expected: 6,
+                actual: 5,
+                ..
+            })
         ));
         assert!(matches!(
             WeightView::onnx(&[], 0, 3),

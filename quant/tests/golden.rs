@@ -107,7 +107,11 @@ fn cases() -> Vec<Case> {
             assert_eq!(attrs["K"].as_i64(), Some(k as i64), "{name}");
             assert_eq!(attrs["N"].as_i64(), Some(n as i64), "{name}");
             assert_eq!(attrs["bits"].as_i64(), Some(4), "{name}");
-            assert_eq!(attrs["block_size"].as_i64(), Some(block_size as i64), "{name}");
+            assert_eq!(
+                attrs["block_size"].as_i64(),
+                Some(block_size as i64),
+                "{name}"
+            );
             let (weight, ws) = f32s(&st, &format!("{name}.weight"));
             assert_eq!(ws, vec![k, n], "{name}.weight shape");
             let (b, _) = u8s(&st, &format!("{name}.B"));
@@ -196,7 +200,11 @@ fn assert_scales_bitwise(c: &Case, ours: &MatMulNBitsWeight) {
 
 fn assert_zero_points_equal(c: &Case, ours: &MatMulNBitsWeight) {
     match &c.zero_points {
-        None => assert!(ours.zero_points.is_none(), "{}: unexpected zero points", c.name),
+        None => assert!(
+            ours.zero_points.is_none(),
+            "{}: unexpected zero points",
+            c.name
+        ),
         Some(zp) => {
             let ours_zp = ours.zero_points.as_ref().expect("zero points missing");
             assert_eq!(ours_zp.len(), zp.len(), "{}", c.name);
@@ -221,7 +229,11 @@ fn assert_zero_points_equal(c: &Case, ours: &MatMulNBitsWeight) {
 /// single outputs near zero (cancellation) carry ORT's f32 GEMM rounding in absolute terms.
 fn assert_y_close(c: &Case, y: &[f32], what: &str) {
     assert_eq!(y.len(), c.y_ort.len(), "{}", c.name);
-    let scale = c.y_ort.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-30);
+    let scale = c
+        .y_ort
+        .iter()
+        .fold(0.0f32, |m, v| m.max(v.abs()))
+        .max(1e-30);
     for (i, (&a, &b)) in y.iter().zip(&c.y_ort).enumerate() {
         let rel = (a - b).abs() / scale;
         assert!(
@@ -255,7 +267,11 @@ fn codes_scales_zero_points_bit_identical_onnx_layout() {
         for n in 0..c.n {
             let last = &q.tensor.b[(n * blocks + blocks - 1) * blob..][..blob];
             let used = c.k - (blocks - 1) * c.block_size;
-            assert!(last[used.div_ceil(2)..].iter().all(|&b| b == 0), "{}", c.name);
+            assert!(
+                last[used.div_ceil(2)..].iter().all(|&b| b == 0),
+                "{}",
+                c.name
+            );
         }
     }
 }
@@ -309,7 +325,12 @@ fn metrics_match_a_direct_computation() {
         assert_eq!(q.metrics.max_abs, direct.max_abs, "{}", c.name);
         // ...and bit-identical to the helper that mirrors the quantizer's accumulation.
         let view = WeightView::onnx(&c.weight, c.k, c.n).unwrap();
-        assert_eq!(q.metrics, ove_quant::matmul_nbits_error(view, &q.tensor), "{}", c.name);
+        assert_eq!(
+            q.metrics,
+            ove_quant::matmul_nbits_error(view, &q.tensor),
+            "{}",
+            c.name
+        );
         assert_eq!(q.metrics.numel, (c.k * c.n) as u64);
         // 4-bit RTN on these weights: clearly lossy, but far from destroying them.
         assert!(
@@ -319,6 +340,10 @@ fn metrics_match_a_direct_computation() {
             q.metrics
         );
         let max_scale = q.tensor.scales.iter().fold(0.0f32, |m, s| m.max(s.abs()));
-        assert!(q.metrics.max_abs <= f64::from(max_scale) * 1.0001, "{}", c.name);
+        assert!(
+            q.metrics.max_abs <= f64::from(max_scale) * 1.0001,
+            "{}",
+            c.name
+        );
     }
 }

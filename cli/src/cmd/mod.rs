@@ -6,3 +6,4 @@ pub mod ocr;
 pub mod preprocess;
 pub mod run;
 pub mod trace;
+pub mod train;
