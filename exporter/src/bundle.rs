@@ -24,14 +24,9 @@ pub const EMBEDDINGS_FILE: &str = "embed_tokens.safetensors";
 /// Tensor name inside [`EMBEDDINGS_FILE`].
 pub const EMBEDDINGS_TENSOR: &str = "embed_tokens";
 
-/// eps of the merger's `ln_q`. The released code builds it as `LayerNorm(context_dim,
-/// eps=1e-6)` (Qwen2-VL's PatchMerger), not with `vision_config.layer_norm_eps` (1e-5):
-/// the golden image_embeds agree with 1e-6 (see exporter/tests/golden_tract.rs).
-pub const MERGER_LN_EPS: f64 = 1e-6;
-
 /// Exports a checkpoint directory to a bundle directory (see the crate docs).
 pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
-    check_out(&opts.out, opts.force)?;
+    check_out(&opts.out, &opts.checkpoint, opts.force)?;
     let ck = Checkpoint::open(&opts.checkpoint)
         .with_context(|| format!("opening checkpoint {}", opts.checkpoint.display()))?;
     let cfg = ck.config.clone();
@@ -76,16 +71,35 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
     }
 }
 
-/// Refuses an existing non-empty output unless forced.
-fn check_out(out: &Path, force: bool) -> Result<()> {
+/// Refuses an existing non-empty output unless forced. Even forced, a non-empty directory
+/// is only replaced when it holds a `manifest.json` (an earlier bundle): `--force` with a
+/// mistyped `--out` must not delete an unrelated directory.
+fn check_out(out: &Path, checkpoint: &Path, force: bool) -> Result<()> {
     if out.is_file() && !force {
-        bail!("{} exists and is a file (use --force to replace it)", out.display());
+        bail!(
+            "{} exists and is a file (use --force to replace it)",
+            out.display()
+        );
     }
-    if out.is_dir() && !force && std::fs::read_dir(out)?.next().is_some() {
+    if !out.is_dir() || std::fs::read_dir(out)?.next().is_none() {
+        return Ok(());
+    }
+    if !force {
         bail!(
             "{} exists and is not empty (use --force to replace it)",
             out.display()
         );
+    }
+    if !out.join(ove_core::manifest::MANIFEST_FILE).is_file() {
+        bail!(
+            "{} is not empty and is not a bundle (no manifest.json); refusing to replace it even with --force",
+            out.display()
+        );
+    }
+    if let (Ok(o), Ok(c)) = (out.canonicalize(), checkpoint.canonicalize()) {
+        if c.starts_with(&o) {
+            bail!("--out {} contains the checkpoint", out.display());
+        }
     }
     Ok(())
 }
@@ -96,8 +110,7 @@ fn temp_dir_for(out: &Path) -> Result<PathBuf> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    std::fs::create_dir_all(&parent)
-        .with_context(|| format!("creating {}", parent.display()))?;
+    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
     let name = out
         .file_name()
         .with_context(|| format!("{}: not a directory name", out.display()))?
@@ -150,7 +163,7 @@ fn write_bundle(
     weights.progress.set_message("vision");
     info!("building {VISION_FILE}");
     build_graph(dir, VISION_FILE, &weights, &linear, |cx| {
-        crate::vision::build(cx, cfg, MERGER_LN_EPS)
+        crate::vision::build(cx, cfg)
     })?;
     weights.progress.set_message("decoder");
     info!("building {DECODER_FILE}");
@@ -173,8 +186,12 @@ fn write_bundle(
     for name in [TOKENIZER_FILE, PREPROCESSOR_FILE, GENERATION_FILE] {
         let src = ck.dir.join(name);
         if src.is_file() {
-            std::fs::copy(&src, dir.join(name))
-                .with_context(|| format!("copying {}", src.display()))?;
+            // Read and write rather than fs::copy, which would carry over the source's
+            // permissions (a read-only checkpoint would give read-only bundle files).
+            let bytes =
+                std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
+            std::fs::write(dir.join(name), bytes)
+                .with_context(|| format!("writing {}/{name}", dir.display()))?;
             files.push(name.to_string());
             if name == TOKENIZER_FILE {
                 tokenizer = Some(name.to_string());
@@ -232,7 +249,8 @@ fn build_graph(
     body(&mut cx).with_context(|| format!("building {file}"))?;
     let (model, data_bytes) = cx.g.finish(env!("CARGO_PKG_VERSION"))?;
     let path = dir.join(file);
-    std::fs::write(&path, model.to_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&path, model.to_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
     info!(file, data_bytes, "graph written");
     Ok(())
 }
@@ -278,8 +296,12 @@ fn token_ids(ck: &Checkpoint, cfg: &ModelConfig) -> Result<TokenIds> {
     }
     Ok(TokenIds {
         image_pad: cfg.image_token_id,
-        vision_start: cfg.vision_start_token_id.or_else(|| by_name("<|vision_start|>")),
-        vision_end: cfg.vision_end_token_id.or_else(|| by_name("<|vision_end|>")),
+        vision_start: cfg
+            .vision_start_token_id
+            .or_else(|| by_name("<|vision_start|>")),
+        vision_end: cfg
+            .vision_end_token_id
+            .or_else(|| by_name("<|vision_end|>")),
         im_start: by_name("<|im_start|>"),
         im_end,
         eos,

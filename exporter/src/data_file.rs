@@ -40,7 +40,9 @@ impl DataFile {
     pub fn append(&mut self, bytes: &[u8]) -> Result<(u64, u64)> {
         let pad = (ALIGN - self.len % ALIGN) % ALIGN;
         let io = |e| anyhow::Error::new(e).context(format!("writing {}", self.path.display()));
-        self.out.write_all(&[0u8; ALIGN as usize][..pad as usize]).map_err(io)?;
+        self.out
+            .write_all(&[0u8; ALIGN as usize][..pad as usize])
+            .map_err(io)?;
         let offset = self.len + pad;
         self.out.write_all(bytes).map_err(io)?;
         self.len = offset + bytes.len() as u64;

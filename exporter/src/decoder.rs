@@ -24,13 +24,32 @@ struct Shared {
 }
 
 /// Grouped-query self-attention of layer `l`; returns the output and the new cache.
-fn attention(cx: &mut Ctx, t: &TextConfig, l: usize, x: &str, sh: &Shared) -> Result<(String, String, String)> {
-    let (h, nh, kvh, hd) = (t.hidden_size, t.num_attention_heads, t.num_key_value_heads, t.head_dim());
+fn attention(
+    cx: &mut Ctx,
+    t: &TextConfig,
+    l: usize,
+    x: &str,
+    sh: &Shared,
+) -> Result<(String, String, String)> {
+    let (h, nh, kvh, hd) = (
+        t.hidden_size,
+        t.num_attention_heads,
+        t.num_key_value_heads,
+        t.head_dim(),
+    );
     let p = format!("model.layers.{l}.self_attn");
     cx.g.set_scope(&p);
     let eps = t.rms_norm_eps;
-    let past_k = cx.g.input(&format!("past_key.{l}"), data_type::FLOAT, &[kvh.into(), Dim::Sym("K"), hd.into()]);
-    let past_v = cx.g.input(&format!("past_value.{l}"), data_type::FLOAT, &[kvh.into(), Dim::Sym("K"), hd.into()]);
+    let past_k = cx.g.input(
+        &format!("past_key.{l}"),
+        data_type::FLOAT,
+        &[kvh.into(), Dim::Sym("K"), hd.into()],
+    );
+    let past_v = cx.g.input(
+        &format!("past_value.{l}"),
+        data_type::FLOAT,
+        &[kvh.into(), Dim::Sym("K"), hd.into()],
+    );
 
     let q = cx.linear(x, &format!("{p}.q_proj"), h, nh * hd, t.attention_bias)?;
     let q = cx.g.reshape(&q, &[0, nh as i64, hd as i64]); // [S, nh, hd]
@@ -84,9 +103,17 @@ pub fn build(cx: &mut Ctx, cfg: &ModelConfig) -> Result<()> {
     let (h, hd, kvh) = (t.hidden_size, t.head_dim(), t.num_key_value_heads);
     let eps = t.rms_norm_eps;
     let g = &mut cx.g;
-    let mut x = g.input("inputs_embeds", data_type::FLOAT, &[Dim::Sym("S"), h.into()]);
+    let mut x = g.input(
+        "inputs_embeds",
+        data_type::FLOAT,
+        &[Dim::Sym("S"), h.into()],
+    );
     let pos = g.input("position_ids", data_type::INT64, &[Dim::Sym("S")]);
-    let bias = g.input("attention_bias", data_type::FLOAT, &[Dim::Sym("S"), Dim::Sym("T")]);
+    let bias = g.input(
+        "attention_bias",
+        data_type::FLOAT,
+        &[Dim::Sym("S"), Dim::Sym("T")],
+    );
     let logits_index = g.input("logits_index", data_type::INT64, &[Dim::Sym("L")]);
 
     // RoPE angles [S, hd]: position * [f ; f] (one product per element, as the reference).
@@ -115,7 +142,12 @@ pub fn build(cx: &mut Ctx, cfg: &ModelConfig) -> Result<()> {
         let (a, pk, pv) = attention(cx, t, l, &r, &sh)?;
         cx.g.set_scope(format!("model.layers.{l}"));
         x = cx.g.add(&x, &a);
-        let r = cx.rms_norm(&x, &format!("model.layers.{l}.post_attention_layernorm"), h, eps)?;
+        let r = cx.rms_norm(
+            &x,
+            &format!("model.layers.{l}.post_attention_layernorm"),
+            h,
+            eps,
+        )?;
         let m = mlp(cx, t, l, &r)?;
         cx.g.set_scope(format!("model.layers.{l}"));
         x = cx.g.add(&x, &m);
@@ -135,7 +167,12 @@ pub fn build(cx: &mut Ctx, cfg: &ModelConfig) -> Result<()> {
     let logits = cx.linear_weight(&x, &LinearWeight::new(head, t.vocab_size, h), None)?;
 
     let g = &mut cx.g;
-    g.output(&logits, "logits", data_type::FLOAT, &[Dim::Sym("L"), t.vocab_size.into()]);
+    g.output(
+        &logits,
+        "logits",
+        data_type::FLOAT,
+        &[Dim::Sym("L"), t.vocab_size.into()],
+    );
     for (l, (pk, pv)) in presents.iter().enumerate() {
         let dims = [kvh.into(), Dim::Sym("T"), hd.into()];
         g.output(pk, &format!("present_key.{l}"), data_type::FLOAT, &dims);

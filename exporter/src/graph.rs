@@ -9,8 +9,8 @@ use std::collections::HashMap;
 
 use ove_core::onnx_proto::{
     attribute_type, data_location, data_type, tensor_shape_proto, type_proto, AttributeProto,
-    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
-    TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto,
 };
 
 use crate::data_file::DataFile;
@@ -283,6 +283,12 @@ impl GraphBuilder {
         let m1 = self.scalar(-1.0);
         self.mul(a, &m1)
     }
+    /// `a ^ e` for a constant exponent (`Pow(x, 2)` is the square ONNX Runtime's norm
+    /// fusions look for; tract turns it into a plain square).
+    pub fn pow(&mut self, a: &str, e: f32) -> String {
+        let c = self.scalar(e);
+        self.node("Pow", &[a, &c], vec![])
+    }
     pub fn sqrt(&mut self, a: &str) -> String {
         self.node("Sqrt", &[a], vec![])
     }
@@ -314,7 +320,10 @@ impl GraphBuilder {
         self.node(
             "ReduceMean",
             &[a],
-            vec![("axes", Attr::Ints(axes.to_vec())), ("keepdims", Attr::Int(1))],
+            vec![
+                ("axes", Attr::Ints(axes.to_vec())),
+                ("keepdims", Attr::Int(1)),
+            ],
         )
     }
     /// Reshape to a constant shape (0 copies the input dim, -1 is inferred).
@@ -348,10 +357,14 @@ impl GraphBuilder {
             domain: Some(String::new()),
             version: Some(OPSET),
         }];
-        opset_import.extend(self.extra_opsets.into_iter().map(|(d, v)| OperatorSetIdProto {
-            domain: Some(d),
-            version: Some(v),
-        }));
+        opset_import.extend(
+            self.extra_opsets
+                .into_iter()
+                .map(|(d, v)| OperatorSetIdProto {
+                    domain: Some(d),
+                    version: Some(v),
+                }),
+        );
         let model = ModelProto {
             ir_version: Some(IR_VERSION),
             opset_import,

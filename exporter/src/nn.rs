@@ -1,6 +1,8 @@
 //! The layers the model parts are made of, as ONNX subgraphs: Linear, LayerNorm,
 //! RMSNorm, GELU, SiLU and rotary embedding. Norms are decomposed into elementwise ops
-//! and ReduceMean (tract and ONNX Runtime both run those; fused norm ops they don't share).
+//! and ReduceMean (tract and ONNX Runtime both run those; fused norm ops they don't share),
+//! in exactly the node patterns ONNX Runtime's LayerNorm / SimplifiedLayerNorm fusions
+//! recognise (Pow 2, ReduceMean, Add eps, Sqrt, Div, Mul, Add), so it still fuses them.
 
 use anyhow::Result;
 
@@ -57,7 +59,11 @@ impl Ctx<'_> {
         bias: bool,
     ) -> Result<String> {
         let name = format!("{prefix}.weight");
-        self.linear_weight(x, &LinearWeight::new(&name, out_dim, in_dim), bias.then_some(prefix))
+        self.linear_weight(
+            x,
+            &LinearWeight::new(&name, out_dim, in_dim),
+            bias.then_some(prefix),
+        )
     }
 
     /// A Linear whose weight is described explicitly; `bias_prefix` names its module when
@@ -92,7 +98,7 @@ impl Ctx<'_> {
         let g = &mut self.g;
         let mean = g.reduce_mean(x, &[-1]);
         let d = g.sub(x, &mean);
-        let sq = g.mul(&d, &d);
+        let sq = g.pow(&d, 2.0);
         let var = g.reduce_mean(&sq, &[-1]);
         let e = g.scalar(eps as f32);
         let var = g.add(&var, &e);
@@ -109,7 +115,7 @@ impl Ctx<'_> {
             .w
             .vector(&mut self.g, &format!("{prefix}.weight"), &[dim], &[dim])?;
         let g = &mut self.g;
-        let sq = g.mul(x, x);
+        let sq = g.pow(x, 2.0);
         let var = g.reduce_mean(&sq, &[-1]);
         let e = g.scalar(eps as f32);
         let var = g.add(&var, &e);
@@ -119,14 +125,17 @@ impl Ctx<'_> {
     }
 }
 
-/// Exact GELU: `x * 0.5 * (1 + erf(x / sqrt 2))` (PyTorch's default, not the tanh form).
+/// Exact GELU, `x * 0.5 * (1 + erf(x / sqrt 2))` (PyTorch's default, not the tanh form),
+/// in the node order of PyTorch's ONNX export (Div, Erf, Add, Mul x, Mul 0.5), which ONNX
+/// Runtime's Gelu fusion recognises.
 pub fn gelu(g: &mut GraphBuilder, x: &str) -> String {
-    let s = g.scale(x, std::f32::consts::FRAC_1_SQRT_2);
+    let r2 = g.scalar(std::f32::consts::SQRT_2);
+    let s = g.div(x, &r2);
     let e = g.erf(&s);
     let one = g.scalar(1.0);
     let e = g.add(&e, &one);
-    let h = g.scale(x, 0.5);
-    g.mul(&h, &e)
+    let y = g.mul(x, &e);
+    g.scale(&y, 0.5)
 }
 
 /// SiLU: `x * sigmoid(x)`.

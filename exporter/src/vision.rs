@@ -30,9 +30,12 @@ fn rotary(cx: &mut Ctx, v: &VisionConfig, patch_pos: &str) -> Result<(String, St
             m[hd + half + q + i] = fi; // row 1: w
         }
     }
-    let cpe = cx
-        .w
-        .vector(&mut cx.g, "visual.class_pos_emb", &[1, hd / 2], &[1, hd / 2])?;
+    let cpe = cx.w.vector(
+        &mut cx.g,
+        "visual.class_pos_emb",
+        &[1, hd / 2],
+        &[1, hd / 2],
+    )?;
     let g = &mut cx.g;
     let freqs = g.const_f32("visual.rotary.freqs", &[2, hd], &m);
     let pos = g.cast(patch_pos, data_type::FLOAT);
@@ -43,7 +46,14 @@ fn rotary(cx: &mut Ctx, v: &VisionConfig, patch_pos: &str) -> Result<(String, St
 }
 
 /// Multi-head self-attention of block `i` over all N tokens of the image.
-fn attention(cx: &mut Ctx, v: &VisionConfig, i: usize, x: &str, cos: &str, sin: &str) -> Result<String> {
+fn attention(
+    cx: &mut Ctx,
+    v: &VisionConfig,
+    i: usize,
+    x: &str,
+    cos: &str,
+    sin: &str,
+) -> Result<String> {
     let (d, heads, hd) = (v.hidden_size, v.num_heads, v.head_dim());
     let p = format!("visual.blocks.{i}.attn");
     cx.g.set_scope(&p);
@@ -73,14 +83,31 @@ fn attention(cx: &mut Ctx, v: &VisionConfig, i: usize, x: &str, cos: &str, sin: 
 fn mlp(cx: &mut Ctx, v: &VisionConfig, i: usize, x: &str) -> Result<String> {
     let p = format!("visual.blocks.{i}.mlp");
     cx.g.set_scope(&p);
-    let h = cx.linear(x, &format!("{p}.fc1"), v.hidden_size, v.intermediate_size, true)?;
+    let h = cx.linear(
+        x,
+        &format!("{p}.fc1"),
+        v.hidden_size,
+        v.intermediate_size,
+        true,
+    )?;
     let h = gelu(&mut cx.g, &h);
-    cx.linear(&h, &format!("{p}.fc2"), v.intermediate_size, v.hidden_size, true)
+    cx.linear(
+        &h,
+        &format!("{p}.fc2"),
+        v.intermediate_size,
+        v.hidden_size,
+        true,
+    )
 }
 
-/// The encoder: `pixel_values` [P, patch_dim] and `patch_pos` [P, 2] -> patch tokens
-/// [P, D] (class token dropped).
-pub fn encoder(cx: &mut Ctx, v: &VisionConfig, pixel_values: &str, patch_pos: &str) -> Result<String> {
+/// The encoder: `pixel_values` [P, patch_dim] and `patch_pos` [P, 2] -> the image's
+/// states [P + 1, D], class token first.
+pub fn encoder(
+    cx: &mut Ctx,
+    v: &VisionConfig,
+    pixel_values: &str,
+    patch_pos: &str,
+) -> Result<String> {
     let d = v.hidden_size;
     let eps = v.layer_norm_eps;
     cx.g.set_scope("visual.patch_embed");
@@ -100,7 +127,8 @@ pub fn encoder(cx: &mut Ctx, v: &VisionConfig, pixel_values: &str, patch_pos: &s
     let patches = cx.linear_weight(pixel_values, &patch_w, None)?;
 
     cx.g.set_scope("visual");
-    let cls = cx.w.vector(&mut cx.g, "visual.class_embedding", &[d], &[1, d])?;
+    let cls =
+        cx.w.vector(&mut cx.g, "visual.class_embedding", &[d], &[1, d])?;
     let x = cx.g.concat(&[&cls, &patches], 0); // [N = P + 1, D]
     let (cos, sin) = rotary(cx, v, patch_pos)?;
     cx.g.set_scope("visual.pre_layernorm");
@@ -116,14 +144,22 @@ pub fn encoder(cx: &mut Ctx, v: &VisionConfig, pixel_values: &str, patch_pos: &s
         let h = mlp(cx, v, i, &h)?;
         x = cx.g.add(&x, &h);
     }
-    cx.g.set_scope("visual");
-    Ok(cx.g.slice(&x, 0, 1, i64::MAX))
+    Ok(x)
 }
 
-/// Builds the whole vision graph: encoder, then the merger.
-pub fn build(cx: &mut Ctx, cfg: &ove_core::ModelConfig, merger_ln_eps: f64) -> Result<()> {
+/// Builds the whole vision graph: encoder, the reference's row window, then the merger.
+///
+/// The reference (HF `modeling_llavaonevision1_5`) encodes all images of a prompt as one
+/// sequence of `[class_i; patches_i]` blocks, then keeps rows `1 ..= total_patches` of it:
+/// only the first image's class token is dropped, so from the second image on the rows
+/// handed to the merger are shifted (image i's window starts i - 1 rows before its class
+/// token). To reproduce that one image per run, the graph takes the rows the runtime
+/// carries over from earlier images (`carry` [C, D], the tail of their `vision_states`)
+/// and the rows of `carry ++ states` to keep (`window_index` [P]); see docs/BUNDLE.md.
+pub fn build(cx: &mut Ctx, cfg: &ove_core::ModelConfig) -> Result<()> {
     use crate::graph::Dim;
     let v = &cfg.vision_config;
+    let d = v.hidden_size;
     let g: &mut GraphBuilder = &mut cx.g;
     let pix = g.input(
         "pixel_values",
@@ -131,19 +167,31 @@ pub fn build(cx: &mut Ctx, cfg: &ove_core::ModelConfig, merger_ln_eps: f64) -> R
         &[Dim::Sym("P"), v.patch_dim().into()],
     );
     let pos = g.input("patch_pos", data_type::INT64, &[Dim::Sym("P"), 2.into()]);
-    let tokens = encoder(cx, v, &pix, &pos)?;
-    let embeds = crate::merger::merger(cx, cfg, &tokens, merger_ln_eps)?;
-    cx.g.output(
+    let carry = g.input("carry", data_type::FLOAT, &[Dim::Sym("C"), d.into()]);
+    let window_index = g.input("window_index", data_type::INT64, &[Dim::Sym("P")]);
+    let states = encoder(cx, v, &pix, &pos)?;
+    cx.g.set_scope("visual");
+    let rows = cx.g.concat(&[&carry, &states], 0);
+    let tokens = cx.g.gather(&rows, &window_index, 0);
+    let embeds = crate::merger::merger(cx, cfg, &tokens)?;
+    let g = &mut cx.g;
+    g.output(
         &tokens,
         "vision_tokens",
         data_type::FLOAT,
-        &[Dim::Sym("P"), v.hidden_size.into()],
+        &[Dim::Sym("P"), d.into()],
     );
-    cx.g.output(
+    g.output(
         &embeds,
         "image_embeds",
         data_type::FLOAT,
         &[Dim::Sym("P/4"), cfg.text_config.hidden_size.into()],
+    );
+    g.output(
+        &states,
+        "vision_states",
+        data_type::FLOAT,
+        &[Dim::Sym("P+1"), d.into()],
     );
     Ok(())
 }

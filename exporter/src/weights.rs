@@ -4,7 +4,7 @@
 //! MatMul) straight into the bundle dtype and written out before the next is touched, so
 //! the export's memory stays bounded by the largest single tensor.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use half::{bf16, f16};
 use indicatif::ProgressBar;
 use ove_core::checkpoint::Checkpoint;
@@ -47,9 +47,9 @@ impl Weights<'_> {
     /// Checks a tensor's presence and shape; the error names the tensor, the checkpoint
     /// and both shapes.
     fn check(&self, name: &str, shape: &[usize]) -> Result<StDtype> {
-        let info = self.ck.info(name).with_context(|| {
-            format!(
-                "checkpoint {} lacks tensor {name} (the config says it should be there)",
+        let info = self.ck.info(name).map_err(|_| {
+            anyhow::anyhow!(
+                "checkpoint {}: tensor {name} is missing (config.json implies it)",
                 self.ck.dir.display()
             )
         })?;
@@ -61,6 +61,7 @@ impl Weights<'_> {
                 shape
             );
         }
+        tracing::debug!(tensor = name, shape = ?shape, dtype = ?info.dtype, "reading");
         match info.dtype {
             StDtype::F32 | StDtype::F16 | StDtype::BF16 => Ok(info.dtype),
             other => bail!(
@@ -159,7 +160,13 @@ fn decode(src: StDtype) -> (usize, fn(&[u8]) -> f32) {
 /// Converts a row-major `[rows, cols]` tensor of dtype `src` to `[cols, rows]` little-endian
 /// bytes of `out` (with `rows == 1` this is a plain conversion). Works in 64x64 tiles so
 /// that both the reads and the writes stay in cache for large matrices.
-pub fn transpose_convert(raw: &[u8], src: StDtype, rows: usize, cols: usize, out: Dtype) -> Vec<u8> {
+pub fn transpose_convert(
+    raw: &[u8],
+    src: StDtype,
+    rows: usize,
+    cols: usize,
+    out: Dtype,
+) -> Vec<u8> {
     let (es, read) = decode(src);
     let os = match out {
         Dtype::F32 => 4,
@@ -200,7 +207,10 @@ mod tests {
             .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
             .collect();
         assert_eq!(back, vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
-        let raw16: Vec<u8> = v.iter().flat_map(|x| bf16::from_f32(*x).to_le_bytes()).collect();
+        let raw16: Vec<u8> = v
+            .iter()
+            .flat_map(|x| bf16::from_f32(*x).to_le_bytes())
+            .collect();
         let t = transpose_convert(&raw16, StDtype::BF16, 2, 3, Dtype::F16);
         let back: Vec<f32> = t
             .chunks_exact(2)
