@@ -227,25 +227,25 @@ impl ModelConfig {
                 return Err(format!("{key}: must be positive"));
             }
         }
-        if v.hidden_size % v.num_heads != 0 {
+        if !v.hidden_size.is_multiple_of(v.num_heads) {
             return Err(format!(
                 "vision_config.hidden_size ({}) is not divisible by num_heads ({})",
                 v.hidden_size, v.num_heads
             ));
         }
-        if v.head_dim() % 4 != 0 {
+        if !v.head_dim().is_multiple_of(4) {
             return Err(format!(
                 "vision head_dim ({}) must be divisible by 4 for the 2-D rotary embedding",
                 v.head_dim()
             ));
         }
-        if t.num_attention_heads % t.num_key_value_heads != 0 {
+        if !t.num_attention_heads.is_multiple_of(t.num_key_value_heads) {
             return Err(format!(
                 "text_config.num_attention_heads ({}) is not a multiple of num_key_value_heads ({})",
                 t.num_attention_heads, t.num_key_value_heads
             ));
         }
-        if t.head_dim() % 2 != 0 || t.head_dim() == 0 {
+        if !t.head_dim().is_multiple_of(2) || t.head_dim() == 0 {
             return Err(format!(
                 "text head_dim ({}) must be even and positive",
                 t.head_dim()
@@ -358,7 +358,7 @@ impl PreprocessorConfig {
                 self.max_pixels()
             ));
         }
-        if self.image_std.iter().any(|s| *s == 0.0) {
+        if self.image_std.contains(&0.0) {
             return Err("image_std: must not contain 0".into());
         }
         if self.resample != 3 {

@@ -73,7 +73,12 @@ fn kind_of(dtype: Dtype) -> Result<Kind> {
 
 fn list(names: &[&str]) -> String {
     const SHOWN: usize = 12;
-    let mut s = names.iter().take(SHOWN).copied().collect::<Vec<_>>().join(", ");
+    let mut s = names
+        .iter()
+        .take(SHOWN)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
     if names.len() > SHOWN {
         s.push_str(&format!(", ... ({} in all)", names.len()));
     }
@@ -98,7 +103,10 @@ pub fn load_weights(vs: &VarStore, checkpoint: &Checkpoint) -> Result<()> {
     let extra: Vec<&str> = checkpoint
         .names()
         // A tied checkpoint may still carry lm_head.weight: it is the embedding table.
-        .filter(|n| !vars.contains_key(*n) && !(tied && *n == "lm_head.weight"))
+        .filter(|n| {
+            let known = vars.contains_key(*n) || (tied && *n == "lm_head.weight");
+            !known
+        })
         .collect();
     if !missing.is_empty() || !extra.is_empty() {
         let mut msg = format!("{dir}: the checkpoint's tensors do not match the model");

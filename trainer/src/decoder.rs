@@ -156,12 +156,22 @@ impl Attention {
         mask: &MaskSpec,
         cache: Option<&mut Option<(Tensor, Tensor)>>,
     ) -> Tensor {
-        let (b, t, _) = x.size3().expect("decoder attention input must be [B, T, H]");
+        let (b, t, _) = x
+            .size3()
+            .expect("decoder attention input must be [B, T, H]");
         let hd = self.head_dim;
         // Project, split into heads, RMSNorm q and k over head_dim, then RoPE.
-        let q = self.q_norm.forward(&self.q_proj.forward(x).view([b, t, self.num_heads, hd]));
-        let k = self.k_norm.forward(&self.k_proj.forward(x).view([b, t, self.num_kv_heads, hd]));
-        let v = self.v_proj.forward(x).view([b, t, self.num_kv_heads, hd]).transpose(1, 2);
+        let q = self
+            .q_norm
+            .forward(&self.q_proj.forward(x).view([b, t, self.num_heads, hd]));
+        let k = self
+            .k_norm
+            .forward(&self.k_proj.forward(x).view([b, t, self.num_kv_heads, hd]));
+        let v = self
+            .v_proj
+            .forward(x)
+            .view([b, t, self.num_kv_heads, hd])
+            .transpose(1, 2);
         let q = apply_rotary(&q.transpose(1, 2), cos, sin);
         let mut k = apply_rotary(&k.transpose(1, 2), cos, sin);
         let mut v = v;
@@ -196,7 +206,9 @@ fn repeat_kv(x: &Tensor, n: i64) -> Tensor {
         return x.shallow_clone();
     }
     let (b, kv, s, d) = x.size4().expect("kv must be [B, kv, S, d]");
-    x.unsqueeze(2).expand([b, kv, n, s, d], false).reshape([b, kv * n, s, d])
+    x.unsqueeze(2)
+        .expand([b, kv, n, s, d], false)
+        .reshape([b, kv * n, s, d])
 }
 
 /// `model.layers.{l}.mlp`: `down(silu(gate(x)) * up(x))`.
@@ -239,7 +251,11 @@ pub struct DecoderLayer {
 impl DecoderLayer {
     pub fn new(vs: nn::Path, cfg: &TextConfig) -> Result<Self> {
         Ok(Self {
-            input_layernorm: RmsNorm::new(&vs / "input_layernorm", cfg.hidden_size, cfg.rms_norm_eps),
+            input_layernorm: RmsNorm::new(
+                &vs / "input_layernorm",
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+            ),
             self_attn: Attention::new(&vs / "self_attn", cfg),
             post_attention_layernorm: RmsNorm::new(
                 &vs / "post_attention_layernorm",
@@ -321,7 +337,10 @@ impl Qwen3 {
     ) -> Result<Tensor> {
         let (b, t, _) = embeds.size3()?;
         if positions.size() != [b, t] {
-            bail!("positions have shape {:?}, expected [{b}, {t}]", positions.size());
+            bail!(
+                "positions have shape {:?}, expected [{b}, {t}]",
+                positions.size()
+            );
         }
         let past = cache.as_ref().map_or(0, |c| c.seq_len());
         let spec = mask.spec(t, past, embeds.device())?;

@@ -9,7 +9,8 @@
 //! - [`model`]: the whole, image embeddings scattered into the image pads;
 //! - [`layers`]: the shared building blocks (linear, norms, rotary);
 //! - [`checkpoint`]: strict loading of Hugging Face checkpoints and saving the same layout;
-//! - [`trace`]: the `ove-train trace` command (golden-case intermediates).
+//! - [`trace`]: the `ove-train trace` command (golden-case intermediates);
+//! - [`train`]: loss, packing, AdamW, schedule, stage configs, the optimizer step.
 
 pub mod checkpoint;
 pub mod decoder;
@@ -17,6 +18,7 @@ pub mod layers;
 pub mod merger;
 pub mod model;
 pub mod trace;
+pub mod train;
 pub mod vision;
 
 pub use checkpoint::{load_model, save_checkpoint, LoadedModel, SaveDtype, SaveOptions};

@@ -10,6 +10,8 @@ use tracing::info;
 use ove_core::tensor_file::{read_safetensors, write_safetensors};
 use ove_train::checkpoint::{load_model, save_checkpoint, SaveDtype, SaveOptions};
 use ove_train::trace::{compare, trace_case, PixelSource};
+use ove_train::train::run::{run as run_training, TrainRun};
+use ove_train::train::StageConfig;
 
 #[derive(Parser)]
 #[command(
@@ -47,6 +49,42 @@ enum Command {
         /// Also compare with CASE/expected.safetensors and print max |diff| per tensor.
         #[arg(long)]
         compare: bool,
+    },
+    /// Train a checkpoint on JSONL samples for one stage and save the result.
+    ///
+    /// Each line: {"prompt_ids": [...], "response_ids": [...], "images": ["a.png"]}, the
+    /// prompt with one image pad per image (expanded here), the response trained.
+    Train {
+        /// Checkpoint to start from.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Stage: a built-in name (stage1, stage1_5, stage2) or a TOML file.
+        #[arg(long)]
+        stage: String,
+        /// JSONL training samples (image paths relative to the file).
+        #[arg(long)]
+        data: PathBuf,
+        /// Optimizer steps.
+        #[arg(long)]
+        steps: usize,
+        /// Output checkpoint directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Also save every N steps.
+        #[arg(long)]
+        save_every: Option<usize>,
+        /// Dtype of the saved weights.
+        #[arg(long, value_enum, default_value = "f32")]
+        dtype: SaveDtype,
+        /// Largest shard in bytes; one file when left out.
+        #[arg(long)]
+        max_shard_bytes: Option<u64>,
+        /// Random seed.
+        #[arg(long, default_value_t = 0)]
+        seed: i64,
+        /// Train on the GPU when one is available.
+        #[arg(long)]
+        cuda: bool,
     },
     /// Load a checkpoint (strict name/shape checks) and save it again, e.g. to change
     /// the dtype or the sharding.
@@ -98,6 +136,47 @@ fn main() -> Result<()> {
                 let expected = read_safetensors(&case.join("expected.safetensors"))?;
                 let cmp = compare(&expected, &traced)?;
                 println!("{}:\n{cmp}", case.display());
+            }
+        }
+        Command::Train {
+            checkpoint,
+            stage,
+            data,
+            steps,
+            out,
+            save_every,
+            dtype,
+            max_shard_bytes,
+            seed,
+            cuda,
+        } => {
+            let run = TrainRun {
+                checkpoint,
+                stage: StageConfig::load(&stage)?,
+                data,
+                steps,
+                out,
+                save_every,
+                save: SaveOptions {
+                    dtype,
+                    max_shard_bytes,
+                },
+                device: if cuda {
+                    Device::cuda_if_available()
+                } else {
+                    Device::Cpu
+                },
+                seed,
+            };
+            let history = run_training(&run)?;
+            if let (Some(first), Some(last)) = (history.first(), history.last()) {
+                println!(
+                    "{} steps: loss {:.4} -> {:.4}; saved to {}",
+                    history.len(),
+                    first.loss,
+                    last.loss,
+                    run.out.display()
+                );
             }
         }
         Command::Resave {

@@ -9,8 +9,9 @@ use ove_core::config::VisionConfig;
 
 use crate::layers::{gelu, LayerNorm, Linear};
 
-/// Epsilon of `ln_q`. Verified against the golden cases: the upstream merger builds its
-/// LayerNorm with the encoder's `layer_norm_eps` (see `tests/golden.rs`).
+/// Epsilon of `ln_q`: the encoder's `layer_norm_eps` (1e-5), not Qwen2-VL's 1e-6. Checked
+/// on the golden cases: from the golden vision tokens, eps 1e-5 reproduces image_embeds to
+/// 6e-8..1.5e-7, eps 1e-6 only to 9e-7..1.4e-6.
 pub fn ln_q_eps(cfg: &VisionConfig) -> f64 {
     cfg.layer_norm_eps
 }

@@ -18,6 +18,20 @@ pub struct Images<'a> {
     pub pixel_values: &'a Tensor,
     /// `(t, h, w)` patch grid of each image.
     pub grids: &'a [[usize; 3]],
+    /// Images per prompt when a packed batch holds several prompts (see
+    /// [`RiceVit::forward_grouped`]); `None`: all images belong to one prompt.
+    pub group_sizes: Option<&'a [usize]>,
+}
+
+impl<'a> Images<'a> {
+    /// The images of one prompt.
+    pub fn new(pixel_values: &'a Tensor, grids: &'a [[usize; 3]]) -> Self {
+        Self {
+            pixel_values,
+            grids,
+            group_sizes: None,
+        }
+    }
 }
 
 /// A greedy continuation.
@@ -71,7 +85,13 @@ impl LlavaOneVision {
 
     /// Runs the vision encoder and the merger.
     pub fn encode_images(&self, images: &Images) -> Result<VisionOutput> {
-        let vision_tokens = self.visual.forward(images.pixel_values, images.grids)?;
+        let vision_tokens = match images.group_sizes {
+            None => self.visual.forward(images.pixel_values, images.grids)?,
+            Some(groups) => {
+                self.visual
+                    .forward_grouped(images.pixel_values, images.grids, groups)?
+            }
+        };
         let image_embeds = self.merger.forward(&vision_tokens);
         Ok(VisionOutput {
             vision_tokens,
@@ -85,7 +105,10 @@ impl LlavaOneVision {
         let embeds = self.decoder.embed(input_ids);
         let (b, t, h) = embeds.size3()?;
         let flat_ids = input_ids.reshape([-1]);
-        let pads = flat_ids.eq(self.config.image_token_id).nonzero().squeeze_dim(1);
+        let pads = flat_ids
+            .eq(self.config.image_token_id)
+            .nonzero()
+            .squeeze_dim(1);
         let n_pads = pads.size()[0];
         match image_embeds {
             None if n_pads == 0 => Ok(embeds),
@@ -170,7 +193,9 @@ impl LlavaOneVision {
         ensure!(!input_ids.is_empty(), "empty prompt");
         let _guard = tch::no_grad_guard();
         let mut cache = KvCache::new(self.decoder.layers.len());
-        let prompt = Tensor::from_slice(input_ids).to_device(self.device()).unsqueeze(0);
+        let prompt = Tensor::from_slice(input_ids)
+            .to_device(self.device())
+            .unsqueeze(0);
         let mut hidden = self.hidden_states(
             &prompt,
             image_embeds,
@@ -184,20 +209,26 @@ impl LlavaOneVision {
             let next = logits.argmax(-1, false).int64_value(&[]);
             let (top, _) = logits.topk(2.min(logits.size()[0]), -1, true, true);
             let top: Vec<f32> = Vec::try_from(top.to_kind(Kind::Float))?;
-            out.margins.push(top[0] - top.get(1).copied().unwrap_or(f32::NEG_INFINITY));
+            out.margins
+                .push(top[0] - top.get(1).copied().unwrap_or(f32::NEG_INFINITY));
             out.ids.push(next);
             if out.ids.len() == max_new_tokens {
                 break;
             }
-            let step = Tensor::from_slice(&[next]).to_device(self.device()).unsqueeze(0);
+            let step = Tensor::from_slice(&[next])
+                .to_device(self.device())
+                .unsqueeze(0);
             // Generated tokens are plain text: no image scatter.
             let embeds = self.decoder.embed(&step);
             let pos = Tensor::from_slice(&[cache.seq_len()])
                 .to_device(self.device())
                 .unsqueeze(0);
-            hidden =
-                self.decoder
-                    .forward_embeds(&embeds, &pos, &AttentionMask::Causal, Some(&mut cache))?;
+            hidden = self.decoder.forward_embeds(
+                &embeds,
+                &pos,
+                &AttentionMask::Causal,
+                Some(&mut cache),
+            )?;
         }
         Ok(out)
     }

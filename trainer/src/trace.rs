@@ -29,8 +29,8 @@ pub struct CaseSpec {
 impl CaseSpec {
     pub fn read(case_dir: &Path) -> Result<Self> {
         let path = case_dir.join("case.json");
-        let text =
-            std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("{}: invalid case", path.display()))
     }
 }
@@ -51,7 +51,12 @@ struct Pixels {
     grids: Vec<[usize; 3]>,
 }
 
-fn case_pixels(loaded: &LoadedModel, case_dir: &Path, spec: &CaseSpec, source: PixelSource) -> Result<Pixels> {
+fn case_pixels(
+    loaded: &LoadedModel,
+    case_dir: &Path,
+    spec: &CaseSpec,
+    source: PixelSource,
+) -> Result<Pixels> {
     match source {
         PixelSource::Expected => {
             let path = case_dir.join("expected.safetensors");
@@ -147,10 +152,7 @@ pub fn trace_case(
         let pixel_values = Tensor::from_slice(&px.values)
             .reshape([rows as i64, px.patch_dim as i64])
             .to_device(device);
-        let vis = model.encode_images(&Images {
-            pixel_values: &pixel_values,
-            grids: &px.grids,
-        })?;
+        let vis = model.encode_images(&Images::new(&pixel_values, &px.grids))?;
         let grid_flat: Vec<i64> = px.grids.iter().flatten().map(|&v| v as i64).collect();
         out.insert(
             "pixel_values".into(),
@@ -165,15 +167,21 @@ pub fn trace_case(
         Some(vis.image_embeds)
     };
 
-    let ids = Tensor::from_slice(&spec.input_ids).to_device(device).unsqueeze(0);
+    let ids = Tensor::from_slice(&spec.input_ids)
+        .to_device(device)
+        .unsqueeze(0);
     let logits = model
         .forward_with_image_embeds(&ids, image_embeds.as_ref(), None, &AttentionMask::Causal)?
         .squeeze_dim(0);
     out.insert("logits".into(), owned(&logits)?);
 
-    let generated = model.generate_greedy(&spec.input_ids, image_embeds.as_ref(), spec.max_new_tokens)?;
+    let generated =
+        model.generate_greedy(&spec.input_ids, image_embeds.as_ref(), spec.max_new_tokens)?;
     let n = generated.ids.len();
-    out.insert("generated_ids".into(), OwnedTensor::i64(vec![n], generated.ids));
+    out.insert(
+        "generated_ids".into(),
+        OwnedTensor::i64(vec![n], generated.ids),
+    );
     out.insert(
         "generation_margins".into(),
         OwnedTensor::f32(vec![n], generated.margins),
@@ -244,7 +252,11 @@ impl std::fmt::Display for Comparison {
             writeln!(f, "  {n:<20} max|diff| {d:.3e}")?;
         }
         for (n, s) in &self.exact {
-            writeln!(f, "  {n:<20} {}", if *s { "identical" } else { "DIFFERENT" })?;
+            writeln!(
+                f,
+                "  {n:<20} {}",
+                if *s { "identical" } else { "DIFFERENT" }
+            )?;
         }
         for n in &self.missing {
             writeln!(f, "  {n:<20} missing from the trace")?;

@@ -5,8 +5,9 @@
 //! image's `(t, h, w)` patch grid. Output: one vector per patch, `[P, D]`, class tokens
 //! removed, before the merger.
 //!
-//! Per image: `[class token ; patch tokens]` -> pre_layernorm -> blocks -> drop the class
-//! token. Attention is bidirectional inside an image and never crosses images: the
+//! Per image: `[class token ; patch tokens]` -> pre_layernorm -> blocks; the output is
+//! rows `1..=P` of the whole sequence (see [`RiceVit::forward`] on what that means for
+//! several images). Attention is bidirectional inside an image and never crosses images: the
 //! sequence is cut at the image boundaries (`cu_seqlens`) and attention runs per image.
 //! Position information is a 2-D rotary embedding: per patch the angle vector is
 //! `[h * f ; w * f]` (head_dim/2 values, `f` = head_dim/4 inverse frequencies), duplicated
@@ -86,7 +87,13 @@ impl VisionAttention {
 
     /// `x`: `[N, D]` (all images concatenated); `cos`/`sin`: `[N, head_dim]`;
     /// `segments`: `(start, len)` of each image in the sequence.
-    pub fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, segments: &[(i64, i64)]) -> Tensor {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        segments: &[(i64, i64)],
+    ) -> Tensor {
         let (n, d) = x.size2().expect("vision attention input must be [N, D]");
         let head_dim = d / self.num_heads;
         // qkv rows are q, then k, then v; each split into heads: [3, heads, N, head_dim].
@@ -168,8 +175,16 @@ impl VisionBlock {
         })
     }
 
-    pub fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, segments: &[(i64, i64)]) -> Tensor {
-        let x = x + self.attn.forward(&self.norm1.forward(x), cos, sin, segments);
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        segments: &[(i64, i64)],
+    ) -> Tensor {
+        let x = x + self
+            .attn
+            .forward(&self.norm1.forward(x), cos, sin, segments);
         &x + self.mlp.forward(&self.norm2.forward(&x))
     }
 }
@@ -215,13 +230,18 @@ impl RiceVit {
             .collect::<Result<Vec<_>>>()?;
         // inv_freq = 1 / theta^(arange(0, dim, 2) / dim) with dim = head_dim / 2, in f32.
         let dim = head_dim / 2;
-        let exponent = Tensor::arange_start_step(0, dim, 2, (Kind::Float, vs.device())) / dim as f64;
+        let exponent =
+            Tensor::arange_start_step(0, dim, 2, (Kind::Float, vs.device())) / dim as f64;
         let inv_freq = Tensor::pow_scalar(VISION_ROPE_THETA, &exponent).reciprocal();
         Ok(Self {
             patch_embed: PatchEmbed::new(&vs / "patch_embed", cfg),
             class_embedding,
             class_pos_emb,
-            pre_layernorm: LayerNorm::new(&vs / "pre_layernorm", cfg.hidden_size, cfg.layer_norm_eps),
+            pre_layernorm: LayerNorm::new(
+                &vs / "pre_layernorm",
+                cfg.hidden_size,
+                cfg.layer_norm_eps,
+            ),
             blocks,
             inv_freq,
             config: cfg.clone(),
@@ -241,8 +261,29 @@ impl RiceVit {
         (pos.unsqueeze(-1) * &self.inv_freq).flatten(1, 2)
     }
 
-    /// `[P, D]` patch vectors after the last block, class tokens removed.
+    /// `[P, D]`: rows `1..=P` of the sequence after the last block, as the reference returns
+    /// them for the images of one prompt (for a single image: its patch vectors, class
+    /// token removed).
     pub fn forward(&self, pixel_values: &Tensor, grids: &[[usize; 3]]) -> Result<Tensor> {
+        self.forward_grouped(pixel_values, grids, &[grids.len()])
+    }
+
+    /// [`Self::forward`] for the images of several prompts (a packed batch) in one pass:
+    /// `group_sizes[i]` consecutive images belong to prompt `i`. The result is exactly the
+    /// concatenation of one [`Self::forward`] per prompt (attention never crosses images,
+    /// and the reference's class-token removal is applied per prompt).
+    pub fn forward_grouped(
+        &self,
+        pixel_values: &Tensor,
+        grids: &[[usize; 3]],
+        group_sizes: &[usize],
+    ) -> Result<Tensor> {
+        if group_sizes.iter().sum::<usize>() != grids.len() || group_sizes.contains(&0) {
+            bail!(
+                "image groups {group_sizes:?} do not partition the {} images",
+                grids.len()
+            );
+        }
         let counts: Vec<i64> = grids.iter().map(|g| (g[0] * g[1] * g[2]) as i64).collect();
         let total: i64 = counts.iter().sum();
         let rows = pixel_values.size();
@@ -287,11 +328,24 @@ impl RiceVit {
         for block in &self.blocks {
             hidden = block.forward(&hidden, &cos, &sin, &segments);
         }
-        // Drop each image's class token.
-        let patches: Vec<Tensor> = segments
-            .iter()
-            .map(|&(start, len)| hidden.narrow(0, start + 1, len - 1))
-            .collect();
-        Ok(Tensor::cat(&patches, 0))
+        // The reference removes the class tokens by keeping rows 1..=P of the sequence of
+        // P + n rows of a prompt's n images. With one image these are exactly its patches.
+        // With n > 1 the class tokens of images 1..n stay in and the last n - 1 rows (the
+        // final patches of the last image) fall off, so every later row is shifted. The
+        // golden two-images case pins this down (a per-image removal is off by 4.3 there);
+        // the exported model must reproduce the same.
+        let mut out = Vec::with_capacity(group_sizes.len());
+        let (mut image, mut seq_start) = (0usize, 0i64);
+        for &g in group_sizes {
+            let patches: i64 = counts[image..image + g].iter().sum();
+            out.push(hidden.narrow(0, seq_start + 1, patches));
+            seq_start += patches + g as i64;
+            image += g;
+        }
+        Ok(if out.len() == 1 {
+            out.pop().expect("one group")
+        } else {
+            Tensor::cat(&out, 0)
+        })
     }
 }

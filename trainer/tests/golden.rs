@@ -40,10 +40,18 @@ fn check_case(name: &str, source: PixelSource, tol: f32) {
     }
     assert_eq!(cmp.identical("input_ids"), Some(true), "{name}: input_ids");
     if has_images {
-        assert_eq!(cmp.identical("image_grid_thw"), Some(true), "{name}: image_grid_thw");
+        assert_eq!(
+            cmp.identical("image_grid_thw"),
+            Some(true),
+            "{name}: image_grid_thw"
+        );
     }
     if source == PixelSource::Expected {
-        assert_eq!(cmp.identical("generated_ids"), Some(true), "{name}: generated_ids");
+        assert_eq!(
+            cmp.identical("generated_ids"),
+            Some(true),
+            "{name}: generated_ids"
+        );
     }
 }
 

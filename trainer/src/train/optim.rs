@@ -1,0 +1,154 @@
+//! AdamW (decoupled weight decay, as `torch.optim.AdamW`) over the trainable parameters
+//! only, and global-norm gradient clipping.
+//!
+//! Frozen parameters (`requires_grad` false, see [`crate::train::stage::set_trainable`])
+//! get no gradient and no optimizer state: the optimizer never sees them.
+
+use tch::nn::VarStore;
+use tch::{Kind, Tensor};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWConfig {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// Applied to matrices only; norms, biases and 1-D vectors are not decayed.
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        Self {
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+/// One trained parameter and its moment estimates.
+#[derive(Debug)]
+pub struct ParamState {
+    pub name: String,
+    pub param: Tensor,
+    pub decay: bool,
+    pub exp_avg: Tensor,
+    pub exp_avg_sq: Tensor,
+}
+
+#[derive(Debug)]
+pub struct AdamW {
+    pub config: AdamWConfig,
+    pub params: Vec<ParamState>,
+    /// Optimizer steps taken.
+    pub steps: i64,
+}
+
+impl AdamW {
+    /// State for every variable of `vs` that requires a gradient, sorted by name.
+    pub fn new(vs: &VarStore, config: AdamWConfig) -> Self {
+        let mut vars: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let params = vars
+            .into_iter()
+            .map(|(name, param)| ParamState {
+                decay: param.dim() >= 2,
+                exp_avg: param.zeros_like().to_kind(Kind::Float),
+                exp_avg_sq: param.zeros_like().to_kind(Kind::Float),
+                name,
+                param,
+            })
+            .collect();
+        Self {
+            config,
+            params,
+            steps: 0,
+        }
+    }
+
+    /// The trained parameters.
+    pub fn tensors(&self) -> Vec<Tensor> {
+        self.params
+            .iter()
+            .map(|p| p.param.shallow_clone())
+            .collect()
+    }
+
+    /// Clears every gradient of the trained parameters.
+    pub fn zero_grad(&mut self) {
+        for p in &mut self.params {
+            p.param.zero_grad();
+        }
+    }
+
+    /// One AdamW update at learning rate `lr`; parameters without a gradient are skipped.
+    pub fn step(&mut self, lr: f64) {
+        self.steps += 1;
+        let c = self.config;
+        let bias1 = 1.0 - c.beta1.powi(self.steps as i32);
+        let bias2 = 1.0 - c.beta2.powi(self.steps as i32);
+        tch::no_grad(|| {
+            for p in &mut self.params {
+                let grad = p.param.grad();
+                if !grad.defined() {
+                    continue;
+                }
+                let grad = grad.to_kind(Kind::Float);
+                if p.decay && c.weight_decay != 0.0 {
+                    let _ = p.param.g_mul_scalar_(1.0 - lr * c.weight_decay);
+                }
+                // m = b1 m + (1 - b1) g ; v = b2 v + (1 - b2) g^2
+                let _ = p
+                    .exp_avg
+                    .g_mul_scalar_(c.beta1)
+                    .g_add_(&(&grad * (1.0 - c.beta1)));
+                let _ = p
+                    .exp_avg_sq
+                    .g_mul_scalar_(c.beta2)
+                    .g_add_(&(grad.square() * (1.0 - c.beta2)));
+                // p -= lr / bias1 * m / (sqrt(v / bias2) + eps)
+                let denom = (&p.exp_avg_sq / bias2).sqrt() + c.eps;
+                let update = (&p.exp_avg / denom) * (lr / bias1);
+                let _ = p.param.g_sub_(&update.to_kind(p.param.kind()));
+            }
+        });
+    }
+}
+
+/// Scales the gradients of `params` so that their global L2 norm is at most `max_norm`;
+/// returns the norm before clipping.
+pub fn clip_grad_norm(params: &[Tensor], max_norm: f64) -> f64 {
+    let grads: Vec<Tensor> = params
+        .iter()
+        .map(|p| p.grad())
+        .filter(|g| g.defined())
+        .collect();
+    if grads.is_empty() {
+        return 0.0;
+    }
+    let total = tch::no_grad(|| {
+        let sq: Vec<Tensor> = grads
+            .iter()
+            .map(|g| g.to_kind(Kind::Float).square().sum(Kind::Float))
+            .collect();
+        Tensor::stack(&sq, 0)
+            .sum(Kind::Float)
+            .sqrt()
+            .double_value(&[])
+    });
+    let scale = max_norm / (total + 1e-6);
+    if scale < 1.0 {
+        tch::no_grad(|| {
+            for g in &grads {
+                let mut g = g.shallow_clone();
+                let _ = g.g_mul_scalar_(scale);
+            }
+        });
+    }
+    total
+}

@@ -1,0 +1,197 @@
+//! Training foundations on the golden model: a packed row gives the same loss and
+//! gradients as its samples one by one, frozen modules get no gradient and no optimizer
+//! state, and a few steps lower the loss.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ove_core::tensor_file::read_safetensors;
+use ove_train::checkpoint::{load_model, LoadedModel};
+use ove_train::train::stage::set_trainable;
+use ove_train::train::{batch_loss_sum, pack, train_step, AdamW, AdamWConfig, Sample, StageConfig};
+use tch::{Device, Tensor};
+
+fn golden() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden");
+    assert!(p.is_dir(), "golden data missing at {}", p.display());
+    p
+}
+
+/// A golden case as a training sample: its prompt, its own pixels, the second half trained.
+fn case_sample(name: &str) -> Sample {
+    let case = golden().join(name);
+    let e = read_safetensors(&case.join("expected.safetensors")).unwrap();
+    let ids = e["input_ids"].to_i64().unwrap();
+    let n = ids.len();
+    let supervised: Vec<bool> = (0..n).map(|t| t >= n / 2).collect();
+    let (pixels, grids) = match (e.get("pixel_values"), e.get("image_grid_thw")) {
+        (Some(pv), Some(g)) => (
+            pv.to_f32(),
+            g.to_i64()
+                .unwrap()
+                .chunks(3)
+                .map(|c| [c[0] as usize, c[1] as usize, c[2] as usize])
+                .collect(),
+        ),
+        _ => (vec![], vec![]),
+    };
+    Sample::new(ids, &supervised, pixels, grids).unwrap()
+}
+
+fn model() -> LoadedModel {
+    load_model(&golden().join("two-images/checkpoint"), Device::Cpu).unwrap()
+}
+
+fn grads(l: &LoadedModel) -> BTreeMap<String, Tensor> {
+    l.vs.variables()
+        .into_iter()
+        .filter_map(|(n, t)| {
+            let g = t.grad();
+            g.defined().then(|| (n, g.copy()))
+        })
+        .collect()
+}
+
+fn zero_grads(l: &LoadedModel) {
+    for (_, mut t) in l.vs.variables() {
+        t.zero_grad();
+    }
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).abs().max().double_value(&[])
+}
+
+#[test]
+fn packed_equals_one_by_one() {
+    let l = model();
+    // Images of several samples (one with two images) land in one vision pass.
+    let samples = vec![
+        case_sample("one-image"),
+        case_sample("text-only"),
+        case_sample("two-images"),
+    ];
+    let total: i64 = samples.iter().map(|s| s.num_targets() as i64).sum();
+
+    let packed = pack(&samples, Device::Cpu).unwrap();
+    assert_eq!(packed.num_samples, 3);
+    let (sum, count) = batch_loss_sum(&l.model, &packed).unwrap();
+    assert_eq!(count, total);
+    let packed_loss = sum.double_value(&[]) / total as f64;
+    (sum / total as f64).backward();
+    let packed_grads = grads(&l);
+    zero_grads(&l);
+
+    let mut one_by_one = 0.0;
+    for s in &samples {
+        let b = pack(std::slice::from_ref(s), Device::Cpu).unwrap();
+        let (sum, _) = batch_loss_sum(&l.model, &b).unwrap();
+        one_by_one += sum.double_value(&[]) / total as f64;
+        (sum / total as f64).backward();
+    }
+    let single_grads = grads(&l);
+
+    let dl = (packed_loss - one_by_one).abs();
+    println!("loss packed {packed_loss:.7} one by one {one_by_one:.7} |diff| {dl:.2e}");
+    assert!(dl <= 1e-5, "loss differs by {dl:e}");
+    assert_eq!(packed_grads.len(), single_grads.len());
+    assert_eq!(
+        packed_grads.len(),
+        l.vs.variables().len(),
+        "every parameter gets a gradient"
+    );
+    let mut worst = (String::new(), 0.0f64);
+    for (name, g) in &packed_grads {
+        let d = max_diff(g, &single_grads[name]);
+        if d > worst.1 {
+            worst = (name.clone(), d);
+        }
+    }
+    println!("gradients: worst max|diff| {:.2e} ({})", worst.1, worst.0);
+    assert!(
+        worst.1 <= 1e-5,
+        "gradient of {} differs by {:e}",
+        worst.0,
+        worst.1
+    );
+}
+
+#[test]
+fn frozen_modules_get_no_grads_or_state() {
+    let l = model();
+    let stage = StageConfig::load("stage1").unwrap();
+    let split = set_trainable(&l.vs, &stage.trainable).unwrap();
+    assert!(split
+        .trainable
+        .iter()
+        .all(|n| n.starts_with("visual.merger.")));
+    assert_eq!(split.trainable.len(), 6);
+    let mut opt = AdamW::new(&l.vs, stage.adamw());
+    assert_eq!(opt.params.len(), 6, "optimizer state only for the merger");
+
+    let before: BTreeMap<String, Tensor> =
+        l.vs.variables()
+            .into_iter()
+            .map(|(n, t)| (n, t.copy()))
+            .collect();
+    let batch = pack(&[case_sample("one-image")], Device::Cpu).unwrap();
+    let stats = train_step(
+        &l.model,
+        &mut opt,
+        &[batch],
+        1e-3,
+        stage.optimizer.grad_clip,
+    )
+    .unwrap();
+    println!("stage-1 step: {stats:?}");
+    for (name, t) in l.vs.variables() {
+        let changed = !t.equal(&before[&name]);
+        if name.starts_with("visual.merger.") {
+            assert!(t.grad().defined(), "{name} has no gradient");
+            assert!(changed, "{name} did not move");
+        } else {
+            assert!(!t.grad().defined(), "frozen {name} has a gradient");
+            assert!(!changed, "frozen {name} moved");
+        }
+    }
+    assert!(set_trainable(&l.vs, &["visual.mergr".to_string()]).is_err());
+}
+
+#[test]
+fn a_few_steps_lower_the_loss() {
+    let l = model();
+    set_trainable(&l.vs, &["all".to_string()]).unwrap();
+    let mut opt = AdamW::new(
+        &l.vs,
+        AdamWConfig {
+            weight_decay: 0.01,
+            ..AdamWConfig::default()
+        },
+    );
+    let batch = pack(
+        &[case_sample("one-image"), case_sample("two-images")],
+        Device::Cpu,
+    )
+    .unwrap();
+    let first = train_step(&l.model, &mut opt, std::slice::from_ref(&batch), 1e-3, 1.0).unwrap();
+    let mut last = first;
+    for _ in 0..4 {
+        last = train_step(&l.model, &mut opt, std::slice::from_ref(&batch), 1e-3, 1.0).unwrap();
+    }
+    println!("loss {:.4} -> {:.4}", first.loss, last.loss);
+    assert!(last.loss < first.loss * 0.9, "{first:?} -> {last:?}");
+    assert!(first.grad_norm > 0.0);
+}
+
+#[test]
+fn gradients_are_clipped_to_the_limit() {
+    let l = model();
+    let opt = AdamW::new(&l.vs, AdamWConfig::default());
+    let batch = pack(&[case_sample("one-image")], Device::Cpu).unwrap();
+    let (sum, n) = batch_loss_sum(&l.model, &batch).unwrap();
+    (sum / n as f64 * 1000.0).backward();
+    let before = ove_train::train::clip_grad_norm(&opt.tensors(), 1.0);
+    assert!(before > 1.0);
+    let after = ove_train::train::clip_grad_norm(&opt.tensors(), f64::INFINITY);
+    assert!((after - 1.0).abs() < 1e-4, "norm after clipping {after}");
+}
