@@ -1,4 +1,4 @@
-//! Decoding an image file into 8-bit RGB, safely.
+//! Decoding an image file into 8-bit RGB, safely, as the reference's PIL sees it.
 //!
 //! An image can come from anywhere (a user's upload, a crawled page), so decoding is
 //! guarded in three steps:
@@ -19,6 +19,7 @@ use image::error::ImageError;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
 
 use super::error::PreprocessError;
+use super::jpeg;
 use super::rgb::to_rgb_like_pil;
 
 /// Limits applied while decoding.
@@ -53,8 +54,8 @@ const DECODER_ALLOC_SLACK: u64 = 64 * 1024 * 1024;
 /// What the first bytes say, read before any decoder is built.
 struct Sniffed {
     format: ImageFormat,
-    /// For PNG only: (width, height, colour type) from the IHDR chunk.
-    png_ihdr: Option<(u32, u32, u8)>,
+    /// For PNG only: (width, height) from the IHDR chunk.
+    png_ihdr: Option<(u32, u32)>,
 }
 
 /// Reads the first bytes of `reader` and rewinds it.
@@ -82,11 +83,10 @@ fn sniff<R: Read + Seek>(reader: &mut R) -> Result<Sniffed, PreprocessError> {
     ) {
         return Err(PreprocessError::NotAnImage);
     }
-    // PNG: signature (8), chunk length (4), "IHDR" (4), width (4), height (4),
-    // bit depth (1), colour type (1).
-    let png_ihdr = if format == ImageFormat::Png && head.len() >= 26 && &head[12..16] == b"IHDR" {
+    // PNG: signature (8), chunk length (4), "IHDR" (4), width (4), height (4).
+    let png_ihdr = if format == ImageFormat::Png && head.len() >= 24 && &head[12..16] == b"IHDR" {
         let be = |i: usize| u32::from_be_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
-        Some((be(16), be(20), head[25]))
+        Some((be(16), be(20)))
     } else {
         None
     };
@@ -139,9 +139,28 @@ fn decode<R: BufRead + Seek>(
 ) -> Result<RgbImage, PreprocessError> {
     let sniffed = sniff(&mut reader)?;
 
+    // JPEG: libjpeg-turbo-exact decoding where the file allows it (see `jpeg`), the
+    // `image` crate otherwise. Either way the whole file is needed in memory.
+    if sniffed.format == ImageFormat::Jpeg {
+        let mut data = Vec::new();
+        reader.read_to_end(&mut data).map_err(io_corrupt)?;
+        if let Some(image) = jpeg::decode(&data, |w, h| check_dimensions(w, h, opts))? {
+            return Ok(to_rgb_like_pil(image));
+        }
+        return decode_with_image_crate(Cursor::new(data.as_slice()), &sniffed, opts);
+    }
+    decode_with_image_crate(reader, &sniffed, opts)
+}
+
+/// Decodes with the `image` crate, header first, under limits (see the module docs).
+fn decode_with_image_crate<R: BufRead + Seek>(
+    reader: R,
+    sniffed: &Sniffed,
+    opts: &DecodeOptions,
+) -> Result<RgbImage, PreprocessError> {
     // A PNG's size is at a fixed place: refuse it before the decoder even reads on
     // (it would otherwise parse every chunk up to the image data first).
-    if let Some((w, h, _)) = sniffed.png_ihdr {
+    if let Some((w, h)) = sniffed.png_ihdr {
         check_dimensions(w, h, opts)?;
     }
 
@@ -167,17 +186,13 @@ fn decode<R: BufRead + Seek>(
     decoder.set_limits(limits).map_err(map_image_error)?;
 
     let image = DynamicImage::from_decoder(decoder).map_err(map_image_error)?;
-
-    // PIL keeps an RGB PNG whose transparency is a tRNS colour key in mode "RGB", and the
-    // reference's convert_to_rgb returns RGB images untouched: the key is not composited.
-    let rgb_with_colour_key = matches!(sniffed.png_ihdr, Some((_, _, 2)));
-    Ok(to_rgb_like_pil(image, rgb_with_colour_key))
+    Ok(to_rgb_like_pil(image))
 }
 
 /// Decodes the image file at `path` into 8-bit RGB as the reference sees it.
 ///
-/// The format is sniffed from the content. Transparent pixels are composited over white
-/// (see [`super::rgb`]). EXIF orientation is not applied: the reference (`PIL.Image.open`
+/// The format is sniffed from the content. Other modes become RGB as PIL's
+/// `convert("RGB")` makes them, alpha dropped (see [`super::rgb`]). EXIF orientation is not applied: the reference (`PIL.Image.open`
 /// without `ImageOps.exif_transpose`) does not apply it either.
 pub fn load_rgb(path: &Path, opts: &DecodeOptions) -> Result<RgbImage, PreprocessError> {
     let io_err = |source| PreprocessError::Io {

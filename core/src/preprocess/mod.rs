@@ -3,9 +3,11 @@
 //! The model was trained on what transformers' `Qwen2VLImageProcessor` (on PIL images)
 //! produces, so this module reproduces it value for value:
 //! 1. decode ([`decode`]): sniff the format, refuse empty or oversized images from the
-//!    header alone, decode under memory limits;
-//! 2. convert to RGB as `convert_to_rgb` does ([`rgb`]): transparency composited over
-//!    white with Pillow's integer arithmetic;
+//!    header alone, decode under memory limits; JPEGs with a decoder that reproduces
+//!    libjpeg-turbo (PIL's) bit for bit ([`jpeg`]);
+//! 2. convert to RGB as the reference's `convert_to_rgb` does ([`rgb`]): PIL's
+//!    `convert("RGB")`, which drops alpha (it does *not* composite over white, whatever
+//!    older notes say: the golden data shows it);
 //! 3. `smart_resize` ([`resize`]): sides to multiples of 28 within the pixel budget;
 //! 4. Pillow's 8-bit bicubic resampling ([`resample`]);
 //! 5. rescale by 1/255 and normalise by mean/std in the reference's float types
@@ -15,6 +17,7 @@
 
 pub mod decode;
 pub mod error;
+pub mod jpeg;
 pub mod normalize;
 pub mod patchify;
 pub mod resample;
@@ -219,11 +222,15 @@ mod tests {
 
     #[test]
     fn normalisation_uses_float64_rescale_then_float32() {
-        let mut cfg = raw_cfg(1);
-        cfg.do_rescale = true;
-        cfg.do_normalize = true;
-        cfg.image_mean = [0.48145466, 0.4578275, 0.40821073];
-        cfg.image_std = [0.26862954, 0.26130258, 0.27577711];
+        // The CLIP mean/std as a preprocessor_config.json states them.
+        let cfg = PreprocessorConfig::from_json(
+            Path::new("preprocessor_config.json"),
+            r#"{"patch_size": 14, "merge_size": 2, "min_pixels": 3136, "max_pixels": 401408,
+                "image_mean": [0.48145466, 0.4578275, 0.40821073],
+                "image_std": [0.26862954, 0.26130258, 0.27577711],
+                "rescale_factor": 0.00392156862745098}"#,
+        )
+        .unwrap();
         let img = image::RgbImage::from_pixel(56, 56, image::Rgb([0, 128, 255]));
         let out = preprocess(&img, &cfg).unwrap();
         for c in 0..3 {

@@ -1,23 +1,24 @@
 //! Conversion of any decoded image to 8-bit RGB the way the reference does it.
 //!
-//! The reference runs transformers' `convert_to_rgb` on a PIL image: an `RGB` image is
-//! kept as it is; any other mode is converted to `RGBA` and alpha-composited (Pillow's
-//! `Image.alpha_composite`) over an opaque white background, then the alpha is dropped.
-//! So a transparent pixel becomes white, not black, and a half-transparent one is mixed
-//! with white using Pillow's 8-bit integer arithmetic, reproduced bit for bit here.
+//! The reference (transformers 4.57.1 `convert_to_rgb`) keeps an `RGB` PIL image as it
+//! is and calls PIL's `image.convert("RGB")` on anything else. That conversion simply
+//! *drops* the alpha channel: a transparent pixel keeps whatever colour it stores (often
+//! black), it is **not** composited over white. The golden data confirms it (its RGBA
+//! case differs by up to 237 levels from a white composite). So [`to_rgb_like_pil`]
+//! drops alpha; compositing over white with Pillow's exact arithmetic is still provided
+//! ([`over_white`]) for callers that want it, but the reference path does not use it.
 //!
-//! What PIL's decoders hand to that step, and so what is reproduced here:
-//! - 8-bit gray, gray+alpha, palette (with or without `tRNS`) and RGBA: expanded to RGBA
-//!   as PIL does (the `image` crate's expansion gives the same RGBA values);
-//! - an RGB PNG with a `tRNS` colour key stays mode `RGB` in PIL, so `convert_to_rgb`
-//!   returns it untouched and the keyed colour is *not* made white: the caller passes
-//!   `ignore_alpha` for that case;
-//! - 16-bit RGB / RGBA / gray+alpha PNGs are read by PIL keeping the high byte of each
-//!   sample (`RGB;16B` raw modes), which is what [`high_byte`] does;
-//! - 16-bit grayscale is the exception: PIL opens it as `I;16` and converts it to RGBA
-//!   through `L` by *clamping* each sample to 255, which turns almost every such image
-//!   white. That is a Pillow quirk, not a choice anyone relies on, so it is not copied:
-//!   16-bit gray keeps its high byte like the other 16-bit modes.
+//! What PIL's decoders and `convert("RGB")` give, and so what is reproduced here:
+//! - gray: replicated to R, G and B; gray+alpha: the same, alpha dropped;
+//! - palette (with or without `tRNS`): the palette colours, transparency ignored
+//!   (the `image` crate expands palettes to the same colours);
+//! - RGBA: alpha dropped;
+//! - 16-bit RGB / RGBA / gray+alpha PNGs: PIL keeps the high byte of each sample
+//!   (its `;16B` raw modes), which is what [`high_byte`] does;
+//! - 16-bit grayscale is the exception: PIL opens it as `I;16` and converts it to RGB
+//!   by *clamping* each sample to 255 (`I16_RGB`), which turns almost every such image
+//!   white. That is a Pillow quirk nobody relies on, so it is not copied: 16-bit gray
+//!   keeps its high byte like the other 16-bit modes.
 
 use image::{DynamicImage, RgbImage};
 
@@ -57,7 +58,9 @@ pub fn alpha_composite(dst: [u8; 4], src: [u8; 4]) -> [u8; 4] {
     ]
 }
 
-/// One RGBA pixel composited over opaque white, alpha dropped (`convert_to_rgb`).
+/// One RGBA pixel composited over opaque white, alpha dropped, with Pillow's arithmetic
+/// (`Image.alpha_composite(white, im).convert("RGB")`, what some other processors'
+/// `convert_to_rgb` do). Not part of this model's reference path, which drops alpha.
 #[inline]
 pub fn over_white(px: [u8; 4]) -> [u8; 3] {
     let out = alpha_composite([255, 255, 255, 255], px);
@@ -80,26 +83,15 @@ fn rgb_from_fn(width: u32, height: u32, mut f: impl FnMut(usize) -> [u8; 3]) -> 
     RgbImage::from_raw(width, height, out).expect("buffer sized for width x height x 3")
 }
 
-/// Converts a decoded image to RGB as the reference sees it (see the module docs).
-///
-/// `ignore_alpha` is set for RGB PNGs whose only transparency is a `tRNS` colour key:
-/// PIL keeps those in mode `RGB` and the reference never composites them.
-pub fn to_rgb_like_pil(img: DynamicImage, ignore_alpha: bool) -> RgbImage {
+/// Converts a decoded image to RGB as the reference sees it: PIL's `convert("RGB")`,
+/// which drops alpha (see the module docs).
+pub fn to_rgb_like_pil(img: DynamicImage) -> RgbImage {
     let (w, h) = (img.width(), img.height());
-    let rgba = |px: [u8; 4]| -> [u8; 3] {
-        if ignore_alpha {
-            [px[0], px[1], px[2]]
-        } else {
-            over_white(px)
-        }
-    };
     match img {
         DynamicImage::ImageRgb8(i) => i,
         DynamicImage::ImageRgba8(i) => {
             let s = i.as_raw();
-            rgb_from_fn(w, h, |k| {
-                rgba([s[4 * k], s[4 * k + 1], s[4 * k + 2], s[4 * k + 3]])
-            })
+            rgb_from_fn(w, h, |k| [s[4 * k], s[4 * k + 1], s[4 * k + 2]])
         }
         DynamicImage::ImageLuma8(i) => {
             let s = i.as_raw();
@@ -107,10 +99,7 @@ pub fn to_rgb_like_pil(img: DynamicImage, ignore_alpha: bool) -> RgbImage {
         }
         DynamicImage::ImageLumaA8(i) => {
             let s = i.as_raw();
-            rgb_from_fn(w, h, |k| {
-                let l = s[2 * k];
-                rgba([l, l, l, s[2 * k + 1]])
-            })
+            rgb_from_fn(w, h, |k| [s[2 * k], s[2 * k], s[2 * k]])
         }
         DynamicImage::ImageLuma16(i) => {
             let s = i.as_raw();
@@ -123,7 +112,7 @@ pub fn to_rgb_like_pil(img: DynamicImage, ignore_alpha: bool) -> RgbImage {
             let s = i.as_raw();
             rgb_from_fn(w, h, |k| {
                 let l = high_byte(s[2 * k]);
-                rgba([l, l, l, high_byte(s[2 * k + 1])])
+                [l, l, l]
             })
         }
         DynamicImage::ImageRgb16(i) => {
@@ -139,24 +128,16 @@ pub fn to_rgb_like_pil(img: DynamicImage, ignore_alpha: bool) -> RgbImage {
         DynamicImage::ImageRgba16(i) => {
             let s = i.as_raw();
             rgb_from_fn(w, h, |k| {
-                rgba([
+                [
                     high_byte(s[4 * k]),
                     high_byte(s[4 * k + 1]),
                     high_byte(s[4 * k + 2]),
-                    high_byte(s[4 * k + 3]),
-                ])
+                ]
             })
         }
-        DynamicImage::ImageRgb32F(_) => img.to_rgb8(),
-        // Float RGBA and any future variant: the crate's own 8-bit conversion, then
-        // the reference's compositing.
-        other => {
-            let i = other.to_rgba8();
-            let s = i.as_raw();
-            rgb_from_fn(w, h, |k| {
-                rgba([s[4 * k], s[4 * k + 1], s[4 * k + 2], s[4 * k + 3]])
-            })
-        }
+        // Float images and any future variant: the crate's own 8-bit conversion, which
+        // also drops alpha.
+        other => other.to_rgb8(),
     }
 }
 
@@ -215,23 +196,22 @@ mod tests {
     }
 
     #[test]
-    fn modes_expand_like_pil() {
+    fn modes_convert_like_pil_convert_rgb() {
         let la = DynamicImage::ImageLumaA8(
-            image::GrayAlphaImage::from_raw(2, 1, vec![10, 0, 10, 255]).unwrap(),
+            image::GrayAlphaImage::from_raw(2, 1, vec![10, 0, 20, 255]).unwrap(),
         );
-        assert_eq!(
-            to_rgb_like_pil(la, false).as_raw(),
-            &vec![255, 255, 255, 10, 10, 10]
-        );
+        assert_eq!(to_rgb_like_pil(la).as_raw(), &vec![10, 10, 10, 20, 20, 20]);
         let l16 =
             DynamicImage::ImageLuma16(image::ImageBuffer::from_raw(1, 1, vec![0xABCDu16]).unwrap());
-        assert_eq!(
-            to_rgb_like_pil(l16, false).as_raw(),
-            &vec![0xAB, 0xAB, 0xAB]
+        assert_eq!(to_rgb_like_pil(l16).as_raw(), &vec![0xAB, 0xAB, 0xAB]);
+        let rgb16 = DynamicImage::ImageRgb16(
+            image::ImageBuffer::from_raw(1, 1, vec![0x01FFu16, 0xFF00, 0x8080]).unwrap(),
         );
-        let rgba =
-            DynamicImage::ImageRgba8(image::RgbaImage::from_raw(1, 1, vec![1, 2, 3, 0]).unwrap());
-        assert_eq!(to_rgb_like_pil(rgba.clone(), true).as_raw(), &vec![1, 2, 3]);
-        assert_eq!(to_rgb_like_pil(rgba, false).as_raw(), &vec![255, 255, 255]);
+        assert_eq!(to_rgb_like_pil(rgb16).as_raw(), &vec![0x01, 0xFF, 0x80]);
+        // Alpha is dropped, not composited: a transparent black pixel stays black.
+        let rgba = DynamicImage::ImageRgba8(
+            image::RgbaImage::from_raw(2, 1, vec![1, 2, 3, 0, 4, 5, 6, 128]).unwrap(),
+        );
+        assert_eq!(to_rgb_like_pil(rgba).as_raw(), &vec![1, 2, 3, 4, 5, 6]);
     }
 }
