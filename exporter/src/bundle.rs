@@ -13,19 +13,25 @@ use ove_core::ModelConfig;
 use tracing::{info, warn};
 
 use crate::data_file::DataFile;
-use crate::graph::GraphBuilder;
+use crate::graph::{GraphBuilder, OPSET};
+use crate::int4::{Int4Linear, Int4Target};
 use crate::nn::{Ctx, DenseLinear, LinearEmitter};
 use crate::weights::Weights;
 use crate::{Dtype, ExportOptions, ExportReport};
 
 pub const VISION_FILE: &str = "vision.onnx";
 pub const DECODER_FILE: &str = "decoder.onnx";
+/// Default-domain opset of graphs holding INT4 `DequantizeLinear` (`--target tensorrt`).
+pub const TRT_OPSET: i64 = 21;
 pub const EMBEDDINGS_FILE: &str = "embed_tokens.safetensors";
 /// Tensor name inside [`EMBEDDINGS_FILE`].
 pub const EMBEDDINGS_TENSOR: &str = "embed_tokens";
 
 /// Exports a checkpoint directory to a bundle directory (see the crate docs).
 pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
+    if let Some(q) = &opts.int4 {
+        q.validate()?;
+    }
     check_out(&opts.out, &opts.checkpoint, opts.force)?;
     let ck = Checkpoint::open(&opts.checkpoint)
         .with_context(|| format!("opening checkpoint {}", opts.checkpoint.display()))?;
@@ -158,18 +164,77 @@ fn write_bundle(
         dtype: opts.dtype,
         progress,
     };
-    let linear = DenseLinear;
-
-    weights.progress.set_message("vision");
-    info!("building {VISION_FILE}");
-    build_graph(dir, VISION_FILE, &weights, &linear, |cx| {
-        crate::vision::build(cx, cfg)
-    })?;
-    weights.progress.set_message("decoder");
-    info!("building {DECODER_FILE}");
-    build_graph(dir, DECODER_FILE, &weights, &linear, |cx| {
-        crate::decoder::build(cx, cfg)
-    })?;
+    let (quantization, vision_opset, decoder_opset) = match &opts.int4 {
+        None => {
+            let dense = DenseLinear;
+            weights.progress.set_message("vision");
+            info!("building {VISION_FILE}");
+            build_graph(dir, VISION_FILE, OPSET, &weights, &dense, |cx| {
+                crate::vision::build(cx, cfg)
+            })?;
+            weights.progress.set_message("decoder");
+            info!("building {DECODER_FILE}");
+            build_graph(dir, DECODER_FILE, OPSET, &weights, &dense, |cx| {
+                crate::decoder::build(cx, cfg)
+            })?;
+            let q = Quantization {
+                scheme: "none".into(),
+                ..Default::default()
+            };
+            (q, OPSET, OPSET)
+        }
+        Some(q) => {
+            // INT4 DequantizeLinear with block_size needs opset 21 in the graphs that use it.
+            let trt_opset = |quantized: bool| {
+                if quantized && q.target == Int4Target::TensorRt {
+                    TRT_OPSET
+                } else {
+                    OPSET
+                }
+            };
+            let (vo, dop) = (trt_opset(q.vision), trt_opset(true));
+            let head = if cfg.text_config.tie_word_embeddings {
+                "model.embed_tokens.weight"
+            } else {
+                "lm_head.weight"
+            };
+            let vision_linear = Int4Linear::new(q, |_| q.vision);
+            weights.progress.set_message("vision");
+            info!("building {VISION_FILE} (int4 {})", q.target.as_str());
+            build_graph(dir, VISION_FILE, vo, &weights, &vision_linear, |cx| {
+                crate::vision::build(cx, cfg)
+            })?;
+            let decoder_linear = Int4Linear::new(q, |name: &str| {
+                name.starts_with("model.layers.") || (q.lm_head && name == head)
+            });
+            weights.progress.set_message("decoder");
+            info!("building {DECODER_FILE} (int4 {})", q.target.as_str());
+            build_graph(dir, DECODER_FILE, dop, &weights, &decoder_linear, |cx| {
+                crate::decoder::build(cx, cfg)
+            })?;
+            let mut tensors = vision_linear.into_records();
+            tensors.extend(decoder_linear.into_records());
+            let worst = tensors
+                .iter()
+                .map(|t| t.rel_frobenius_error)
+                .fold(0.0, f64::max);
+            info!(
+                tensors = tensors.len(),
+                worst_rel_frobenius = worst,
+                "int4 quantized"
+            );
+            let q = Quantization {
+                scheme: "int4".into(),
+                target: Some(q.target.as_str().to_string()),
+                block_size: Some(q.block_size()),
+                symmetric: Some(q.symmetric),
+                parts: q.parts(),
+                tensors,
+            };
+            (q, vo, dop)
+        }
+    };
+    tracing::debug!(vision_opset, decoder_opset, "graph opsets");
     weights.progress.set_message("embed");
     write_embeddings(dir, &weights, cfg)?;
     weights.progress.finish_with_message("done");
@@ -219,10 +284,7 @@ fn write_bundle(
             tokenizer,
         },
         max_context,
-        quantization: Quantization {
-            scheme: "none".into(),
-            ..Default::default()
-        },
+        quantization,
         files,
     };
     manifest
@@ -235,14 +297,17 @@ fn write_bundle(
 fn build_graph(
     dir: &Path,
     file: &str,
+    opset: i64,
     weights: &Weights,
     linear: &dyn LinearEmitter,
     body: impl FnOnce(&mut Ctx) -> Result<()>,
 ) -> Result<()> {
     let data = DataFile::create(dir, &format!("{file}.data"))?;
     let name = file.trim_end_matches(".onnx");
+    let mut g = GraphBuilder::new(name, data);
+    g.set_opset(opset);
     let mut cx = Ctx {
-        g: GraphBuilder::new(name, data),
+        g,
         w: weights,
         linear_emitter: linear,
     };

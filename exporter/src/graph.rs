@@ -63,6 +63,8 @@ pub struct GraphBuilder {
     /// Scalar and shape constants already emitted, so each is stored once.
     consts: HashMap<String, String>,
     extra_opsets: Vec<(String, i64)>,
+    /// Default-domain opset ([`OPSET`] unless [`GraphBuilder::set_opset`] raised it).
+    opset: i64,
 }
 
 impl GraphBuilder {
@@ -78,7 +80,19 @@ impl GraphBuilder {
             scope: String::new(),
             consts: HashMap::new(),
             extra_opsets: Vec::new(),
+            opset: OPSET,
         }
+    }
+
+    /// Sets the default-domain opset (21 for INT4 `DequantizeLinear`); call it before any
+    /// node is added, since some ops (ReduceMean) are emitted differently from opset 18.
+    pub fn set_opset(&mut self, version: i64) {
+        self.opset = version;
+    }
+
+    /// The default-domain opset the graph declares.
+    pub fn opset(&self) -> i64 {
+        self.opset
     }
 
     /// A fresh value name, `hint` followed by a counter (hints are the module paths, so a
@@ -315,8 +329,12 @@ impl GraphBuilder {
     pub fn softmax(&mut self, a: &str, axis: i64) -> String {
         self.node("Softmax", &[a], vec![("axis", Attr::Int(axis))])
     }
-    /// Mean over `axes`, keeping them (opset 17: axes is an attribute).
+    /// Mean over `axes`, keeping them (an attribute up to opset 17, an input from 18).
     pub fn reduce_mean(&mut self, a: &str, axes: &[i64]) -> String {
+        if self.opset >= 18 {
+            let ax = self.ints(axes);
+            return self.node("ReduceMean", &[a, &ax], vec![("keepdims", Attr::Int(1))]);
+        }
         self.node(
             "ReduceMean",
             &[a],
@@ -355,7 +373,7 @@ impl GraphBuilder {
         let data_bytes = self.data.finish()?;
         let mut opset_import = vec![OperatorSetIdProto {
             domain: Some(String::new()),
-            version: Some(OPSET),
+            version: Some(self.opset),
         }];
         opset_import.extend(
             self.extra_opsets

@@ -16,12 +16,14 @@ pub mod bundle;
 pub mod data_file;
 pub mod decoder;
 pub mod graph;
+pub mod int4;
 pub mod merger;
 pub mod nn;
 pub mod vision;
 pub mod weights;
 
 pub use bundle::export;
+pub use int4::{Int4Options, Int4Target};
 
 /// Float dtype of the exported weights (activations are always f32).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -59,7 +61,10 @@ pub struct ExportOptions {
     pub checkpoint: PathBuf,
     /// Bundle directory to create.
     pub out: PathBuf,
+    /// Float dtype of the weights that are not quantized.
     pub dtype: Dtype,
+    /// int4 weight-only quantization (`--int4`); `None`: float weights only.
+    pub int4: Option<Int4Options>,
     /// Longest sequence the runtime may run; default `text_config.max_position_embeddings`.
     pub max_context: Option<usize>,
     /// Replace an existing non-empty `out`.
@@ -75,6 +80,7 @@ impl ExportOptions {
             checkpoint: checkpoint.into(),
             out: out.into(),
             dtype: Dtype::F32,
+            int4: None,
             max_context: None,
             force: false,
             progress: false,

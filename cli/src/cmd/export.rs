@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ove_exporter::{export, Dtype, ExportOptions};
+use ove_exporter::{export, Dtype, ExportOptions, Int4Options, Int4Target};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -25,6 +25,33 @@ pub struct Args {
     /// Replace an existing non-empty --out.
     #[arg(long)]
     pub force: bool,
+    /// Quantize weights to int4 (weight-only, blockwise round-to-nearest). By default only
+    /// the decoder's linear layers (q, k, v, o, gate, up, down); the rest keep --dtype.
+    #[arg(long)]
+    pub int4: bool,
+    /// int4 block size (values of K per scale) [default: 32 for ort, 128 for tensorrt].
+    #[arg(long, requires = "int4")]
+    pub block_size: Option<usize>,
+    /// Asymmetric int4 (per-block zero points); ort target only.
+    #[arg(long, requires = "int4")]
+    pub int4_asym: bool,
+    /// Runtime the int4 graph is for: ort (com.microsoft MatMulNBits; also runs on tract)
+    /// or tensorrt (INT4 initializers + opset-21 DequantizeLinear; block 64 or 128).
+    #[arg(long, default_value = "ort", value_parser = parse_target, requires = "int4")]
+    pub target: Int4Target,
+    /// Also quantize lm_head.
+    #[arg(long, requires = "int4")]
+    pub quantize_lm_head: bool,
+    /// Also quantize the vision encoder and merger linear layers.
+    #[arg(long, requires = "int4")]
+    pub quantize_vision: bool,
+    /// Quantize the embedding table (not yet supported: the runtime needs a float table).
+    #[arg(long, requires = "int4")]
+    pub quantize_embeddings: bool,
+}
+
+fn parse_target(s: &str) -> Result<Int4Target, String> {
+    s.parse().map_err(|e: anyhow::Error| e.to_string())
 }
 
 fn parse_dtype(s: &str) -> Result<Dtype, String> {
@@ -32,10 +59,19 @@ fn parse_dtype(s: &str) -> Result<Dtype, String> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let int4 = args.int4.then_some(Int4Options {
+        target: args.target,
+        block_size: args.block_size,
+        symmetric: !args.int4_asym,
+        lm_head: args.quantize_lm_head,
+        vision: args.quantize_vision,
+        embeddings: args.quantize_embeddings,
+    });
     let opts = ExportOptions {
         checkpoint: args.checkpoint,
         out: args.out,
         dtype: args.dtype,
+        int4,
         max_context: args.max_context,
         force: args.force,
         progress: std::io::stderr().is_terminal(),
@@ -43,13 +79,40 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let report = export(&opts)?;
     let m = &report.manifest;
     println!(
-        "wrote {} ({} files, {:.1} MB, weights {}, {} tensors, max context {})",
+        "wrote {} ({} files, {:.1} MB, weights {}{}, {} tensors, max context {})",
         report.out.display(),
         m.files.len(),
         report.bytes as f64 / 1e6,
         m.dtype,
+        quant_summary(&m.quantization),
         report.tensors,
         m.max_context
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// ", int4 ort block 32 sym (decoder_linear; 196 tensors, worst rel error 0.091)" or "".
+fn quant_summary(q: &ove_core::manifest::Quantization) -> String {
+    if q.scheme == "none" {
+        return String::new();
+    }
+    let worst = q
+        .tensors
+        .iter()
+        .map(|t| t.rel_frobenius_error)
+        .fold(0.0, f64::max);
+    format!(
+        ", {} {} block {} {} ({}; {} tensors, worst rel error {:.3})",
+        q.scheme,
+        q.target.as_deref().unwrap_or("?"),
+        q.block_size.unwrap_or(0),
+        if q.symmetric == Some(false) {
+            "asym"
+        } else {
+            "sym"
+        },
+        q.parts.join(", "),
+        q.tensors.len(),
+        worst
+    )
 }

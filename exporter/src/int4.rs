@@ -1,0 +1,310 @@
+//! int4 weight-only quantization of Linear layers at export time (`ove export --int4`).
+//!
+//! [`Int4Linear`] is a [`LinearEmitter`]: for each Linear weight the graph builders ask it
+//! for, it either falls back to the float path ([`DenseLinear`]) or reads the weight as
+//! f32, quantizes it with `ove-quant` and writes the quantized initializers straight to the
+//! graph's data file before the next weight is read, so memory stays bounded by the
+//! largest single tensor (its f32 copy plus the packed result).
+//!
+//! * target `ort`: `com.microsoft::MatMulNBits(A, B, scales[, zero_points])`, bits 4; ONNX
+//!   Runtime runs it natively and tract 0.23.9 maps it onto its block-quant kernels.
+//! * target `tensorrt`: an INT4 `[K, N]` initializer behind an opset-21 blocked
+//!   `DequantizeLinear` (axis 0, block 64 or 128, symmetric) feeding a plain `MatMul`.
+
+use std::cell::RefCell;
+
+use anyhow::{bail, Context, Result};
+use ove_core::manifest::QuantizedTensor;
+use ove_core::onnx_proto::data_type;
+use ove_quant::{
+    quantize_matmul_nbits, quantize_trt_int4, MatMulNBitsConfig, WeightView, TRT_BLOCK_SIZES,
+};
+
+use crate::graph::{Attr, GraphBuilder};
+use crate::nn::{DenseLinear, LinearEmitter};
+use crate::weights::{LinearWeight, Weights};
+
+/// Which runtime the quantized graph is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Int4Target {
+    /// ONNX Runtime (and tract): `com.microsoft::MatMulNBits`.
+    #[default]
+    Ort,
+    /// TensorRT: INT4 initializer + opset-21 blocked `DequantizeLinear` + `MatMul`.
+    TensorRt,
+}
+
+impl Int4Target {
+    /// The name the manifest records: "ort" or "tensorrt".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Int4Target::Ort => "ort",
+            Int4Target::TensorRt => "tensorrt",
+        }
+    }
+
+    /// Block size used when none is given: 32 for ONNX Runtime (tract's Q4_0 kernels), 128
+    /// for TensorRT (it accepts only 64 and 128).
+    pub fn default_block_size(self) -> usize {
+        match self {
+            Int4Target::Ort => 32,
+            Int4Target::TensorRt => 128,
+        }
+    }
+
+    /// Format name recorded per tensor in the manifest.
+    pub fn format(self) -> &'static str {
+        match self {
+            Int4Target::Ort => "matmulnbits",
+            Int4Target::TensorRt => "dequantizelinear-int4",
+        }
+    }
+}
+
+impl std::str::FromStr for Int4Target {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "ort" | "onnxruntime" => Ok(Int4Target::Ort),
+            "tensorrt" | "trt" => Ok(Int4Target::TensorRt),
+            _ => bail!("unsupported int4 target {s:?} (want ort or tensorrt)"),
+        }
+    }
+}
+
+/// What `--int4` quantizes and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Int4Options {
+    pub target: Int4Target,
+    /// Values of K per scale; `None`: [`Int4Target::default_block_size`].
+    pub block_size: Option<usize>,
+    /// Symmetric (no zero points). TensorRT requires it.
+    pub symmetric: bool,
+    /// Also quantize `lm_head` (or the tied embedding used as lm_head).
+    pub lm_head: bool,
+    /// Also quantize the vision encoder's and merger's Linear layers.
+    pub vision: bool,
+    /// Quantize the embedding table (not supported yet: rejected by [`Self::validate`]).
+    pub embeddings: bool,
+}
+
+impl Default for Int4Options {
+    /// Decoder linear layers only, ONNX Runtime target, symmetric, block 32.
+    fn default() -> Self {
+        Self {
+            target: Int4Target::Ort,
+            block_size: None,
+            symmetric: true,
+            lm_head: false,
+            vision: false,
+            embeddings: false,
+        }
+    }
+}
+
+impl Int4Options {
+    /// The block size in effect.
+    pub fn block_size(&self) -> usize {
+        self.block_size
+            .unwrap_or_else(|| self.target.default_block_size())
+    }
+
+    /// Checks the combination of options before anything is read or written.
+    pub fn validate(&self) -> Result<()> {
+        let bs = self.block_size();
+        match self.target {
+            Int4Target::Ort => {
+                if !(16..=256).contains(&bs) || !bs.is_power_of_two() {
+                    bail!(
+                        "--block-size {bs}: MatMulNBits needs a power of two from 16 to 256 (32 is tract's fast path)"
+                    );
+                }
+            }
+            Int4Target::TensorRt => {
+                if !TRT_BLOCK_SIZES.contains(&bs) {
+                    bail!("--block-size {bs}: --target tensorrt accepts only 64 or 128");
+                }
+                if !self.symmetric {
+                    bail!("--int4-asym: --target tensorrt supports only symmetric int4 weights");
+                }
+            }
+        }
+        if self.embeddings {
+            bail!(
+                "--quantize-embeddings is not yet supported: the runtime gathers embeddings from \
+                 the float embed_tokens.safetensors table; export without it"
+            );
+        }
+        Ok(())
+    }
+
+    /// The parts the manifest lists as quantized.
+    pub fn parts(&self) -> Vec<String> {
+        let mut p = vec!["decoder_linear".to_string()];
+        if self.lm_head {
+            p.push("lm_head".into());
+        }
+        if self.vision {
+            p.push("vision".into());
+        }
+        if self.embeddings {
+            p.push("embeddings".into());
+        }
+        p
+    }
+}
+
+/// Quantizes the Linear weights `select` picks; the rest go through [`DenseLinear`].
+pub struct Int4Linear<'a> {
+    opts: &'a Int4Options,
+    select: Box<dyn Fn(&str) -> bool + 'a>,
+    records: RefCell<Vec<QuantizedTensor>>,
+}
+
+impl<'a> Int4Linear<'a> {
+    pub fn new(opts: &'a Int4Options, select: impl Fn(&str) -> bool + 'a) -> Self {
+        Self {
+            opts,
+            select: Box::new(select),
+            records: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// The manifest records of the tensors quantized so far, in graph order.
+    pub fn into_records(self) -> Vec<QuantizedTensor> {
+        self.records.into_inner()
+    }
+
+    fn record(&self, name: &str, m: &ove_quant::ErrorMetrics) {
+        self.records.borrow_mut().push(QuantizedTensor {
+            name: name.to_string(),
+            format: self.opts.target.format().to_string(),
+            bits: 4,
+            block_size: self.opts.block_size(),
+            symmetric: self.opts.symmetric,
+            rel_frobenius_error: m.relative_frobenius,
+            max_abs_error: m.max_abs,
+        });
+    }
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+impl LinearEmitter for Int4Linear<'_> {
+    fn matmul(
+        &self,
+        g: &mut GraphBuilder,
+        w: &Weights,
+        x: &str,
+        weight: &LinearWeight,
+    ) -> Result<String> {
+        if !(self.select)(weight.name) {
+            return DenseLinear.matmul(g, w, x, weight);
+        }
+        let (name, k, n) = (weight.name, weight.in_dim, weight.out_dim);
+        let bs = self.opts.block_size();
+        if self.opts.target == Int4Target::TensorRt && !k.is_multiple_of(bs) {
+            let fits: Vec<String> = TRT_BLOCK_SIZES
+                .iter()
+                .filter(|&&b| k.is_multiple_of(b))
+                .map(|b| b.to_string())
+                .collect();
+            let hint = if fits.is_empty() {
+                format!(
+                    "no TensorRT block size (64, 128) divides {k}; use --target ort, or leave this part unquantized"
+                )
+            } else {
+                format!("use --block-size {}", fits.join(" or "))
+            };
+            bail!(
+                "tensor {name}: K = {k} input features is not a multiple of --block-size {bs}, \
+                 which --target tensorrt requires; {hint}"
+            );
+        }
+        let data = w.f32(name, &weight.stored_shape)?;
+        if data.len() != k * n {
+            bail!(
+                "tensor {name}: shape {:?} does not flatten to [{n}, {k}]",
+                weight.stored_shape
+            );
+        }
+        let view = WeightView::torch_linear(&data, n, k)
+            .with_context(|| format!("tensor {name}: quantizing"))?;
+        match self.opts.target {
+            Int4Target::Ort => {
+                let q = quantize_matmul_nbits(
+                    view,
+                    MatMulNBitsConfig {
+                        block_size: bs,
+                        symmetric: self.opts.symmetric,
+                    },
+                )
+                .with_context(|| format!("tensor {name}: quantizing"))?;
+                drop(data);
+                self.record(name, &q.metrics);
+                let t = &q.tensor;
+                let a = t.attributes();
+                let b =
+                    g.initializer(&format!("{name}.q4"), data_type::UINT8, &t.b_shape(), &t.b)?;
+                let s = g.initializer(
+                    &format!("{name}.scales"),
+                    data_type::FLOAT,
+                    &t.scales_shape(),
+                    &f32_bytes(&t.scales),
+                )?;
+                let mut inputs = vec![x.to_string(), b, s];
+                if let (Some(zp), Some(shape)) = (&t.zero_points, t.zero_points_shape()) {
+                    inputs.push(g.initializer(
+                        &format!("{name}.zero_points"),
+                        data_type::UINT8,
+                        &shape,
+                        zp,
+                    )?);
+                }
+                g.use_opset("com.microsoft", 1);
+                let out = g.fresh("MatMulNBits");
+                let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+                g.node_with_outputs(
+                    "MatMulNBits",
+                    "com.microsoft",
+                    &inputs,
+                    &[&out],
+                    vec![
+                        ("K", Attr::Int(a.k)),
+                        ("N", Attr::Int(a.n)),
+                        ("bits", Attr::Int(a.bits)),
+                        ("block_size", Attr::Int(a.block_size)),
+                    ],
+                );
+                Ok(out)
+            }
+            Int4Target::TensorRt => {
+                let q = quantize_trt_int4(view, bs)
+                    .with_context(|| format!("tensor {name}: quantizing"))?;
+                drop(data);
+                self.record(name, &q.metrics);
+                let t = &q.tensor;
+                let wq = g.initializer(
+                    &format!("{name}.int4"),
+                    data_type::INT4,
+                    &t.data_shape(),
+                    &t.data,
+                )?;
+                let s = g.initializer(
+                    &format!("{name}.scales"),
+                    data_type::FLOAT,
+                    &t.scales_shape(),
+                    &f32_bytes(&t.scales),
+                )?;
+                let deq = g.node(
+                    "DequantizeLinear",
+                    &[&wq, &s],
+                    vec![("axis", Attr::Int(0)), ("block_size", Attr::Int(bs as i64))],
+                );
+                Ok(g.matmul(x, &deq))
+            }
+        }
+    }
+}
