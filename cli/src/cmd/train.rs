@@ -29,13 +29,16 @@ fn trainer_path() -> PathBuf {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let exe = trainer_path();
-    let status = Command::new(&exe).args(&args.args).status().with_context(|| {
-        format!(
-            "cannot start {} (build it with `cargo build --release -p ove-train` after \
+    let status = Command::new(&exe)
+        .args(&args.args)
+        .status()
+        .with_context(|| {
+            format!(
+                "cannot start {} (build it with `cargo build --release -p ove-train` after \
              `scripts/setup`, with .venv/ove-env.sh sourced for libtorch)",
-            exe.display()
-        )
-    })?;
+                exe.display()
+            )
+        })?;
     Ok(match status.code() {
         Some(0) => ExitCode::SUCCESS,
         Some(c) => ExitCode::from(c.clamp(1, 255) as u8),
