@@ -35,6 +35,12 @@ enum Command {
     Trace(cmd::trace::Args),
     /// Measure vision encoder time, prefill and decode speed and peak memory of a bundle.
     Bench(cmd::bench::Args),
+    /// Compare two bundles (e.g. int4 against its float twin) on golden cases: top-1 agreement, KL, max logit diff.
+    Compare(cmd::compare::Args),
+    /// Score OCR on a folder of images with NAME.txt ground truth: CER, WER, exact lines, speed.
+    Eval(cmd::eval::Args),
+    /// Copy the aarch64 runtime, a bundle and a systemd unit to a Jetson over ssh, and verify them.
+    Deploy(cmd::deploy::Args),
     /// Train with `ove-train` (needs libtorch): all arguments are passed on.
     #[command(disable_help_flag = true)]
     Train(cmd::train::Args),
@@ -50,6 +56,9 @@ fn main() -> ExitCode {
         Command::Ocr(a) => cmd::ocr::run(a),
         Command::Trace(a) => cmd::trace::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Compare(a) => cmd::compare::run(a),
+        Command::Deploy(a) => cmd::deploy::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
         Command::Train(a) => cmd::train::run(a),
     };
     match result {

@@ -83,7 +83,10 @@ impl Bundle {
             )
         })?;
         check_manifest(&manifest).with_context(|| {
-            format!("{}: inconsistent manifest", dir.join("manifest.json").display())
+            format!(
+                "{}: inconsistent manifest",
+                dir.join("manifest.json").display()
+            )
         })?;
         let vision = read_graph(dir, &manifest, &manifest.graphs.vision)?;
         let decoder = read_graph(dir, &manifest, &manifest.graphs.decoder)?;
@@ -134,9 +137,8 @@ impl Bundle {
 fn verify_sizes(manifest: &Manifest, dir: &Path) -> Result<(), BundleError> {
     for entry in &manifest.files {
         let path = resolve_in_bundle(dir, &entry.path)?;
-        let meta = std::fs::metadata(&path).map_err(|_| BundleError::MissingFile {
-            path: path.clone(),
-        })?;
+        let meta = std::fs::metadata(&path)
+            .map_err(|_| BundleError::MissingFile { path: path.clone() })?;
         if meta.len() != entry.bytes {
             return Err(BundleError::SizeMismatch {
                 path,
@@ -155,7 +157,10 @@ fn check_manifest(m: &Manifest) -> Result<()> {
         .validate()
         .map_err(|e| anyhow!("preprocessor: {e}"))?;
     if !matches!(m.dtype.as_str(), "f32" | "f16") {
-        bail!("dtype {:?}: this runtime knows \"f32\" and \"f16\"", m.dtype);
+        bail!(
+            "dtype {:?}: this runtime knows \"f32\" and \"f16\"",
+            m.dtype
+        );
     }
     if m.tokens.image_pad != m.model.image_token_id {
         bail!(
@@ -358,9 +363,21 @@ fn expect_io(
 fn check_vision_io(g: &GraphInfo, m: &Manifest) -> Result<()> {
     let v = &m.model.vision_config;
     let h = m.model.text_config.hidden_size;
-    expect_io(g, false, "pixel_values", data_type::FLOAT, &[None, Some(v.patch_dim())])?;
+    expect_io(
+        g,
+        false,
+        "pixel_values",
+        data_type::FLOAT,
+        &[None, Some(v.patch_dim())],
+    )?;
     expect_io(g, false, "patch_pos", data_type::INT64, &[None, Some(2)])?;
-    expect_io(g, true, "vision_tokens", data_type::FLOAT, &[None, Some(v.hidden_size)])?;
+    expect_io(
+        g,
+        true,
+        "vision_tokens",
+        data_type::FLOAT,
+        &[None, Some(v.hidden_size)],
+    )?;
     expect_io(g, true, "image_embeds", data_type::FLOAT, &[None, Some(h)])?;
     Ok(())
 }
@@ -368,11 +385,23 @@ fn check_vision_io(g: &GraphInfo, m: &Manifest) -> Result<()> {
 fn check_decoder_io(g: &GraphInfo, m: &Manifest) -> Result<()> {
     let t = &m.model.text_config;
     let (h, kvh, hd) = (t.hidden_size, t.num_key_value_heads, t.head_dim());
-    expect_io(g, false, "inputs_embeds", data_type::FLOAT, &[None, Some(h)])?;
+    expect_io(
+        g,
+        false,
+        "inputs_embeds",
+        data_type::FLOAT,
+        &[None, Some(h)],
+    )?;
     expect_io(g, false, "position_ids", data_type::INT64, &[None])?;
     expect_io(g, false, "attention_bias", data_type::FLOAT, &[None, None])?;
     expect_io(g, false, "logits_index", data_type::INT64, &[None])?;
-    expect_io(g, true, "logits", data_type::FLOAT, &[None, Some(t.vocab_size)])?;
+    expect_io(
+        g,
+        true,
+        "logits",
+        data_type::FLOAT,
+        &[None, Some(t.vocab_size)],
+    )?;
     let kv = [Some(kvh), None, Some(hd)];
     for l in 0..t.num_hidden_layers {
         for (output, prefix) in [

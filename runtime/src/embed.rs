@@ -44,7 +44,8 @@ impl std::fmt::Debug for Embeddings {
 impl Embeddings {
     /// Maps the file and checks that the table has `hidden` columns.
     pub fn open(path: &Path, hidden: usize) -> Result<Self> {
-        let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let file =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
         // SAFETY: read-only map of a file whose checksum was just verified; a file changed
         // under a running process is outside what any reader can defend against.
         let map = unsafe { memmap2::Mmap::map(&file) }
@@ -202,7 +203,11 @@ mod tests {
         } else {
             Tensor::f32(vec![4, 3], data)
         };
-        let p = dir.join(if f16 { "e16.safetensors" } else { "e32.safetensors" });
+        let p = dir.join(if f16 {
+            "e16.safetensors"
+        } else {
+            "e32.safetensors"
+        });
         write_safetensors(&p, &BTreeMap::from([(EMBED_TENSOR.to_string(), t)])).unwrap();
         p
     }
@@ -241,8 +246,13 @@ mod tests {
     fn image_count_mismatch_is_an_error() {
         let ids = [1, 9, 9, 2];
         let mut e = vec![0.0; 4];
-        let err = splice_images(&ids, &mut e, 1, 9, &[]).unwrap_err().to_string();
-        assert!(err.contains("1 image placeholder(s)") && err.contains("0 image(s)"), "{err}");
+        let err = splice_images(&ids, &mut e, 1, 9, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("1 image placeholder(s)") && err.contains("0 image(s)"),
+            "{err}"
+        );
         let err = splice_images(&ids, &mut e, 1, 9, &[&[1.0, 2.0, 3.0]])
             .unwrap_err()
             .to_string();

@@ -1,1 +1,49 @@
-//! Bundle runtime (being written).
+//! `ove-runtime`: runs OneVision Edge ONNX bundles (docs/BUNDLE.md) on ONNX Runtime (the
+//! fast path, loaded at run time) or tract (pure Rust, always available).
+//!
+//! - [`bundle`]: opening a bundle: manifest, file checks, ONNX graphs parsed and their
+//!   external data confined to the bundle;
+//! - [`backend`]: the engines behind one [`backend::Backend`] trait, chosen by
+//!   [`backend::BackendChoice`];
+//! - [`embed`]: the memory-mapped embedding table and image-pad splicing;
+//! - [`mask`]: positions and the causal attention bias fed to the decoder;
+//! - [`kv`]: the KV cache carried between decoder steps;
+//! - [`sampling`]: greedy and temperature / top-k / top-p sampling;
+//! - [`generate`]: [`Model`]: images, prefill, generation with streaming;
+//! - [`trace`]: golden cases through a bundle (`ove trace`);
+//! - [`bench`](mod@bench): timing and memory (`ove bench`).
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! use ove_runtime::{GenerateOptions, LoadOptions, Model};
+//! let mut model = Model::load("bundle".as_ref(), &LoadOptions::default())?;
+//! let image = model.encode_image_file("page.png".as_ref())?;
+//! # let prompt_ids: Vec<i64> = vec![];
+//! let out = model.generate(&prompt_ids, &[&image], &GenerateOptions::default(), |_| {
+//!     std::ops::ControlFlow::Continue(())
+//! })?;
+//! # Ok(()) }
+//! ```
+
+#[cfg(not(any(feature = "tract", feature = "ort")))]
+compile_error!("ove-runtime needs at least one backend: enable the `tract` or `ort` feature");
+
+pub mod backend;
+pub mod bench;
+pub mod bundle;
+pub mod embed;
+pub mod generate;
+pub mod kv;
+pub mod mask;
+pub mod sampling;
+pub mod trace;
+
+pub use backend::{
+    BackendChoice, BackendKind, BackendOptions, ExecutionProvider, OrtOptimization, OrtOptions,
+};
+pub use bundle::{Bundle, Verify};
+pub use generate::{
+    EncodedImage, FinishReason, GenerateOptions, Generation, LoadOptions, LogitRows, Model,
+    Sequence, TextStream, VisionContext,
+};
+pub use sampling::{Sampler, SamplingOptions};

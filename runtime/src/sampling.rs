@@ -40,7 +40,10 @@ impl SamplingOptions {
     /// Refuses values that have no meaning (a negative temperature, top_p outside (0, 1]).
     pub fn validate(&self) -> anyhow::Result<()> {
         if !self.temperature.is_finite() || self.temperature < 0.0 {
-            anyhow::bail!("temperature must be >= 0 (0 = greedy), got {}", self.temperature);
+            anyhow::bail!(
+                "temperature must be >= 0 (0 = greedy), got {}",
+                self.temperature
+            );
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             anyhow::bail!("top_p must be in (0, 1], got {}", self.top_p);
@@ -127,8 +130,11 @@ impl Sampler {
         let t = self.opts.temperature;
         let max = logits[self.order[0] as usize];
         self.probs.clear();
-        self.probs
-            .extend(self.order.iter().map(|&i| ((logits[i as usize] - max) / t).exp()));
+        self.probs.extend(
+            self.order
+                .iter()
+                .map(|&i| ((logits[i as usize] - max) / t).exp()),
+        );
         let total: f32 = self.probs.iter().sum();
         for p in &mut self.probs {
             *p /= total;

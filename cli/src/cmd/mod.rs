@@ -1,6 +1,9 @@
 //! One module per subcommand: its clap `Args` and its `run`, which returns the exit code.
 
 pub mod bench;
+pub mod compare;
+pub mod deploy;
+pub mod eval;
 pub mod export;
 pub mod ocr;
 pub mod preprocess;

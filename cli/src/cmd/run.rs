@@ -1,10 +1,322 @@
-//! `ove run` (being written).
+//! `ove run`: a prompt (and images) through a bundle, the answer streamed to stdout.
+//!
+//! Also home of the options every model-running subcommand shares ([`ModelArgs`],
+//! [`SamplingArgs`]) and of [`answer`], the prompt -> streamed text loop `ove ocr` reuses.
 
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
-#[derive(clap::Args)]
-pub struct Args {}
+use anyhow::{bail, Context, Result};
+use ove_core::prompt::{PromptBuilder, DEFAULT_SYSTEM};
+use ove_runtime::generate::DEFAULT_PREFILL_CHUNK;
+use ove_runtime::{
+    BackendChoice, BackendOptions, EncodedImage, GenerateOptions, Generation, LoadOptions, Model,
+    OrtOptimization, OrtOptions, SamplingOptions, TextStream, Verify, VisionContext,
+};
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("ove run is not implemented yet")
+/// Inference engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendArg {
+    /// ONNX Runtime when its library is found, else tract.
+    Auto,
+    /// ONNX Runtime (fast; loaded from --ort-library, ORT_DYLIB_PATH or the usual places).
+    Ort,
+    /// tract (pure Rust, always available, slower).
+    Tract,
+}
+
+impl From<BackendArg> for BackendChoice {
+    fn from(b: BackendArg) -> Self {
+        match b {
+            BackendArg::Auto => BackendChoice::Auto,
+            BackendArg::Ort => BackendChoice::Ort,
+            BackendArg::Tract => BackendChoice::Tract,
+        }
+    }
+}
+
+/// ONNX Runtime graph optimization level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OptLevelArg {
+    Disable,
+    Basic,
+    Extended,
+    All,
+}
+
+/// Which bundle to run and on what.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModelArgs {
+    /// Bundle directory written by `ove export`.
+    #[arg(long, value_name = "DIR")]
+    pub bundle: PathBuf,
+
+    /// Inference engine. `auto` uses ONNX Runtime when its library is found (ORT_DYLIB_PATH,
+    /// next to `ove`, the project's .venv, /usr/lib, /usr/local/lib, JetPack's places) and
+    /// tract otherwise, and logs which.
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+
+    /// Threads inside each operator (default: the engine's choice, about one per core).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// The ONNX Runtime shared library to load (beats ORT_DYLIB_PATH and the search).
+    #[arg(long, value_name = "FILE")]
+    pub ort_library: Option<PathBuf>,
+
+    /// ONNX Runtime graph optimization level.
+    #[arg(long, value_enum, default_value_t = OptLevelArg::All)]
+    pub ort_opt_level: OptLevelArg,
+
+    /// Let ONNX Runtime run the int4 matmuls it fuses from DequantizeLinear + MatMul with
+    /// int8-quantized activations (session.qdq_matmulnbits_accuracy_level 4): faster,
+    /// slightly less exact. Default: level 0, f32 on exactly dequantized weights.
+    /// (MatMulNBits nodes in the bundle keep the accuracy level the exporter gave them.)
+    #[arg(long)]
+    pub fast_int4: bool,
+
+    /// Check only the sizes of the bundle's files, not their sha256 (a faster start for a
+    /// bundle that was verified before).
+    #[arg(long)]
+    pub skip_checksums: bool,
+}
+
+impl ModelArgs {
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            verify: if self.skip_checksums {
+                Verify::SizesOnly
+            } else {
+                Verify::Checksums
+            },
+            backend: BackendOptions {
+                choice: self.backend.into(),
+                threads: self.threads,
+                ort: OrtOptions {
+                    library: self.ort_library.clone(),
+                    optimization: match self.ort_opt_level {
+                        OptLevelArg::Disable => OrtOptimization::Disable,
+                        OptLevelArg::Basic => OrtOptimization::Basic,
+                        OptLevelArg::Extended => OrtOptimization::Extended,
+                        OptLevelArg::All => OrtOptimization::All,
+                    },
+                    int4_accuracy_level: if self.fast_int4 { 4 } else { 0 },
+                    ..Default::default()
+                },
+            },
+        }
+    }
+
+    /// Verifies and loads the bundle, with a spinner on a terminal.
+    pub fn load(&self) -> Result<Model> {
+        let spinner = spinner(format!("loading {}", self.bundle.display()));
+        let model = Model::load(&self.bundle, &self.load_options())
+            .with_context(|| format!("cannot run bundle {}", self.bundle.display()));
+        spinner.finish_and_clear();
+        let model = model?;
+        tracing::info!(
+            "loaded {} in {:.1} s on {}",
+            self.bundle.display(),
+            model.load_time().as_secs_f64(),
+            model.describe_backend()
+        );
+        Ok(model)
+    }
+}
+
+/// A spinner on stderr (hidden when stderr is not a terminal).
+pub fn spinner(msg: String) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::new_spinner();
+    pb.set_message(msg);
+    pb.enable_steady_tick(Duration::from_millis(120));
+    pb
+}
+
+/// How to generate.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SamplingArgs {
+    /// Stop after this many generated tokens.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub max_new_tokens: usize,
+
+    /// Sampling temperature; 0 (the default) is greedy decoding, best for OCR.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+
+    /// Sample only among the K most likely tokens (0: no limit).
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    pub top_k: usize,
+
+    /// Sample only among the most likely tokens whose probabilities add up to P (1: no limit).
+    #[arg(long, value_name = "P", default_value_t = 1.0)]
+    pub top_p: f32,
+
+    /// Seed for sampling, for reproducible output (default: random).
+    #[arg(long)]
+    pub seed: Option<u64>,
+
+    /// Keep generating past the end-of-turn token, up to --max-new-tokens.
+    #[arg(long)]
+    pub ignore_eos: bool,
+
+    /// Prompt tokens per decoder call while reading the prompt (0: all at once). Smaller
+    /// chunks need less memory on long prompts (large images).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_PREFILL_CHUNK)]
+    pub prefill_chunk: usize,
+}
+
+impl SamplingArgs {
+    pub fn options(&self) -> GenerateOptions {
+        GenerateOptions {
+            max_new_tokens: self.max_new_tokens,
+            sampling: SamplingOptions {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                seed: self.seed,
+            },
+            stop_at_eos: !self.ignore_eos,
+            prefill_chunk: (self.prefill_chunk > 0).then_some(self.prefill_chunk),
+        }
+    }
+}
+
+/// Run a prompt, with images, through a bundle and print the answer as it is generated.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example:\n  ove run --bundle bundle/ --image page.png --prompt \"What is the invoice total?\""
+)]
+pub struct Args {
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// An image to show the model (repeat for several; they come before the prompt text,
+    /// in the order given).
+    #[arg(long = "image", value_name = "FILE")]
+    pub images: Vec<PathBuf>,
+
+    /// The user's message.
+    #[arg(long)]
+    pub prompt: String,
+
+    /// The system message of the chat template.
+    #[arg(long, default_value = DEFAULT_SYSTEM)]
+    pub system: String,
+
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+
+    /// Print token counts and speeds to stderr at the end.
+    #[arg(long)]
+    pub stats: bool,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    args.sampling.options().sampling.validate()?;
+    let mut model = args.model.load()?;
+    let prompt = prompt_builder(&model, &args.system)?;
+    let mut stdout = std::io::stdout().lock();
+    let g = answer(
+        &mut model,
+        &prompt,
+        &args.images,
+        &args.prompt,
+        &args.sampling.options(),
+        &mut stdout,
+    )?;
+    writeln!(stdout)?;
+    if args.stats {
+        print_stats(&g);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The bundle's tokenizer with the manifest's token ids.
+pub fn prompt_builder(model: &Model, system: &str) -> Result<PromptBuilder> {
+    let Some(path) = model.bundle().tokenizer_path()? else {
+        bail!(
+            "bundle {} has no tokenizer.json (its checkpoint had none), so text prompts cannot \
+             be encoded; `ove trace` runs token ids directly",
+            model.bundle().dir().display()
+        );
+    };
+    Ok(PromptBuilder::from_file(&path, model.manifest().tokens.clone())?.with_system(system))
+}
+
+/// Encodes the images, builds the chat prompt and streams the generated text to `out`.
+pub fn answer(
+    model: &mut Model,
+    prompt: &PromptBuilder,
+    images: &[PathBuf],
+    text: &str,
+    opts: &GenerateOptions,
+    out: &mut dyn Write,
+) -> Result<Generation> {
+    let encoded = encode_images(model, images)?;
+    let counts: Vec<usize> = encoded.iter().map(|e| e.tokens).collect();
+    let ids = prompt.encode(text, &counts)?;
+    let refs: Vec<&EncodedImage> = encoded.iter().collect();
+    let mut stream = TextStream::new(prompt);
+    let mut failure = None;
+    let g = model.generate(&ids, &refs, opts, |token| {
+        let piece = stream.push(token).and_then(|p| {
+            out.write_all(p.as_bytes())?;
+            out.flush()?;
+            Ok(())
+        });
+        match piece {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                failure = Some(e);
+                ControlFlow::Break(())
+            }
+        }
+    })?;
+    if let Some(e) = failure {
+        return Err(e.context("writing the answer"));
+    }
+    Ok(g)
+}
+
+fn encode_images(model: &mut Model, images: &[PathBuf]) -> Result<Vec<EncodedImage>> {
+    let mut encoded = Vec::with_capacity(images.len());
+    // One context for the prompt's images: they are encoded in order (see VisionContext).
+    let mut ctx = VisionContext::new();
+    for path in images {
+        let spinner = spinner(format!("encoding {}", path.display()));
+        let e = model.encode_image_file_in(&mut ctx, Path::new(path));
+        spinner.finish_and_clear();
+        let e = e?;
+        tracing::debug!(
+            "{}: {} patches -> {} tokens in {:.0} ms",
+            path.display(),
+            e.grid_thw.iter().product::<usize>(),
+            e.tokens,
+            e.elapsed.as_secs_f64() * 1e3
+        );
+        encoded.push(e);
+    }
+    Ok(encoded)
+}
+
+pub fn print_stats(g: &Generation) {
+    let rate = |n: usize, d: Duration| {
+        if d.is_zero() {
+            0.0
+        } else {
+            n as f64 / d.as_secs_f64()
+        }
+    };
+    eprintln!(
+        "[{} prompt tokens at {:.1} tokens/s; {} generated at {:.1} tokens/s; stop: {:?}]",
+        g.prompt_tokens,
+        rate(g.prompt_tokens, g.prefill_time),
+        g.tokens.len(),
+        rate(g.decode_steps, g.decode_time),
+        g.finish
+    );
 }

@@ -85,9 +85,12 @@ pub struct OrtOptions {
     /// [`ort::find_library`].
     pub library: Option<PathBuf>,
     pub optimization: OrtOptimization,
-    /// `session.qdq_matmulnbits_accuracy_level`: 0 dequantizes int4 weights exactly (the
-    /// default, so that int4 results can be compared with the f32 reference); 4 lets ONNX
-    /// Runtime quantize activations to int8 inside MatMulNBits (faster, less exact).
+    /// `session.qdq_matmulnbits_accuracy_level`: the accuracy level ONNX Runtime gives the
+    /// MatMulNBits nodes it fuses from `DequantizeLinear + MatMul` (int4 graphs exported for
+    /// the TensorRT target). 0 (our default; ONNX Runtime's is 4) keeps the matmul in f32
+    /// on exactly dequantized weights, so int4 results stay comparable with the reference;
+    /// 4 quantizes activations to int8 (faster, less exact). MatMulNBits nodes written by
+    /// the exporter carry their own `accuracy_level` attribute, which this does not change.
     pub int4_accuracy_level: u8,
     pub execution_provider: ExecutionProvider,
 }
@@ -147,13 +150,29 @@ impl Dims {
     }
 }
 
+/// The inputs of one vision.onnx call (one image).
+#[derive(Debug, Clone, Copy)]
+pub struct VisionInputs<'a> {
+    /// `[P, 588]`, reference patch order.
+    pub pixel_values: &'a [f32],
+    /// `[P, 2]`: (row, col) of each patch.
+    pub patch_pos: &'a [i64],
+    /// `[C, D]`: rows carried over from earlier images' `vision_states` (docs/BUNDLE.md).
+    pub carry: &'a [f32],
+    /// `[P]`: rows of `carry ++ vision_states` that become `vision_tokens`.
+    pub window_index: &'a [i64],
+}
+
 /// What vision.onnx returns for one image.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VisionOutput {
-    /// `[P, D]`: the ViT's output per patch (class token removed), kept for tracing.
+    /// `[P, D]`: the rows handed to the merger, kept for tracing.
     pub vision_tokens: Vec<f32>,
     /// `[P / 4, H]`: the rows that replace the image's pads.
     pub image_embeds: Vec<f32>,
+    /// `[P + 1, D]`: the ViT output of this image, class token first (the next image's
+    /// `carry` comes from these).
+    pub vision_states: Vec<f32>,
 }
 
 /// The non-cache inputs of one decoder.onnx call (`S` new tokens after `K` cached).
@@ -195,7 +214,11 @@ impl DecoderInputs<'_> {
                 cached + s
             );
         }
-        if let Some(bad) = self.logits_index.iter().find(|&&i| i < 0 || i as usize >= s) {
+        if let Some(bad) = self
+            .logits_index
+            .iter()
+            .find(|&&i| i < 0 || i as usize >= s)
+        {
             bail!("logits_index {bad} is outside 0..{s}");
         }
         Ok(())
@@ -209,8 +232,8 @@ pub trait Backend: Send {
     /// A one-line description for logs and `ove bench`: engine, version, device, library.
     fn describe(&self) -> String;
 
-    /// Runs vision.onnx on one image: `pixel_values` `[P, 588]`, `patch_pos` `[P, 2]`.
-    fn vision(&mut self, pixel_values: &[f32], patch_pos: &[i64]) -> Result<VisionOutput>;
+    /// Runs vision.onnx on one image.
+    fn vision(&mut self, inputs: &VisionInputs<'_>) -> Result<VisionOutput>;
 
     /// Runs decoder.onnx on the new tokens, reading and extending `cache`; returns the
     /// logits `[L, V]` of the rows named by `logits_index`. On error the cache is unchanged.
@@ -241,7 +264,16 @@ fn auto(bundle: &Bundle, opts: &BackendOptions) -> Result<Box<dyn Backend>> {
             Err(e) => Err(e),
         },
         Err(e) if cfg!(feature = "tract") => {
-            tracing::info!("backend: tract (ONNX Runtime not used: {e:#})");
+            // Not finding a library nobody configured is normal; a configured one missing
+            // is worth a warning.
+            let configured = opts.ort.library.is_some()
+                || std::env::var_os(ort::DYLIB_ENV).is_some_and(|v| !v.is_empty());
+            if configured {
+                tracing::warn!("backend: tract (ONNX Runtime not used: {e:#})");
+            } else {
+                tracing::info!("backend: tract (ONNX Runtime library not found)");
+                tracing::debug!("{e:#}");
+            }
             create_tract(bundle, opts)
         }
         Err(e) => Err(e),
@@ -262,7 +294,9 @@ fn create_ort(bundle: &Bundle, opts: &BackendOptions) -> Result<Box<dyn Backend>
 
 #[cfg(not(feature = "ort"))]
 fn create_ort(_: &Bundle, _: &BackendOptions) -> Result<Box<dyn Backend>> {
-    bail!("this build of ove has no ONNX Runtime support (cargo feature `ort`); use --backend tract")
+    bail!(
+        "this build of ove has no ONNX Runtime support (cargo feature `ort`); use --backend tract"
+    )
 }
 
 #[cfg(feature = "tract")]
@@ -301,12 +335,21 @@ pub(crate) fn check_vision(out: &VisionOutput, dims: &Dims, patches: usize) -> R
             dims.hidden
         );
     }
+    if out.vision_states.len() != (patches + 1) * dims.vision_hidden {
+        bail!(
+            "vision_states has {} values, expected {} x {}",
+            out.vision_states.len(),
+            patches + 1,
+            dims.vision_hidden
+        );
+    }
     Ok(())
 }
 
-/// Checks vision inputs before they reach an engine.
-pub(crate) fn check_vision_inputs(pixel_values: &[f32], patch_pos: &[i64], dims: &Dims) -> Result<usize> {
-    if pixel_values.is_empty() || pixel_values.len() % dims.patch_dim != 0 {
+/// Checks vision inputs before they reach an engine; returns `(P, C)`.
+pub(crate) fn check_vision_inputs(x: &VisionInputs<'_>, dims: &Dims) -> Result<(usize, usize)> {
+    let (pixel_values, patch_pos) = (x.pixel_values, x.patch_pos);
+    if pixel_values.is_empty() || !pixel_values.len().is_multiple_of(dims.patch_dim) {
         bail!(
             "pixel_values has {} values, not a positive multiple of {}",
             pixel_values.len(),
@@ -320,13 +363,31 @@ pub(crate) fn check_vision_inputs(pixel_values: &[f32], patch_pos: &[i64], dims:
             patch_pos.len()
         );
     }
-    if patches % dims.merge_unit != 0 {
+    if !patches.is_multiple_of(dims.merge_unit) {
         bail!(
             "{patches} patches is not a multiple of the merge unit {}",
             dims.merge_unit
         );
     }
-    Ok(patches)
+    if !x.carry.len().is_multiple_of(dims.vision_hidden) {
+        bail!(
+            "carry has {} values, not a multiple of {}",
+            x.carry.len(),
+            dims.vision_hidden
+        );
+    }
+    let carry = x.carry.len() / dims.vision_hidden;
+    if x.window_index.len() != patches {
+        bail!(
+            "window_index has {} values, expected {patches}",
+            x.window_index.len()
+        );
+    }
+    let rows = (carry + patches + 1) as i64;
+    if let Some(bad) = x.window_index.iter().find(|&&i| i < 0 || i >= rows) {
+        bail!("window_index {bad} is outside 0..{rows}");
+    }
+    Ok((patches, carry))
 }
 
 #[cfg(test)]
@@ -335,9 +396,15 @@ mod tests {
 
     #[test]
     fn backend_names_parse() {
-        assert_eq!("auto".parse::<BackendChoice>().unwrap(), BackendChoice::Auto);
+        assert_eq!(
+            "auto".parse::<BackendChoice>().unwrap(),
+            BackendChoice::Auto
+        );
         assert_eq!("ort".parse::<BackendChoice>().unwrap(), BackendChoice::Ort);
-        assert_eq!("tract".parse::<BackendChoice>().unwrap(), BackendChoice::Tract);
+        assert_eq!(
+            "tract".parse::<BackendChoice>().unwrap(),
+            BackendChoice::Tract
+        );
         assert!("cuda".parse::<BackendChoice>().is_err());
     }
 
@@ -370,10 +437,31 @@ mod tests {
             ..ok
         };
         assert!(bad.check(&dims, 3).is_err());
-        assert!(check_vision_inputs(&[0.0; 588 * 3], &[0; 6], &dims).is_err());
-        assert_eq!(
-            check_vision_inputs(&[0.0; 588 * 4], &[0; 8], &dims).unwrap(),
-            4
-        );
+        let px = [0.0; 588 * 4];
+        let v = VisionInputs {
+            pixel_values: &px,
+            patch_pos: &[0; 8],
+            carry: &[],
+            window_index: &[1, 2, 3, 4],
+        };
+        assert_eq!(check_vision_inputs(&v, &dims).unwrap(), (4, 0));
+        let three = VisionInputs {
+            pixel_values: &px[..588 * 3],
+            patch_pos: &[0; 6],
+            window_index: &[1, 2, 3],
+            ..v
+        };
+        assert!(check_vision_inputs(&three, &dims).is_err());
+        let out_of_range = VisionInputs {
+            window_index: &[1, 2, 3, 5],
+            ..v
+        };
+        assert!(check_vision_inputs(&out_of_range, &dims).is_err());
+        let carried = VisionInputs {
+            carry: &[0.0; 8],
+            window_index: &[0, 1, 2, 5],
+            ..v
+        };
+        assert_eq!(check_vision_inputs(&carried, &dims).unwrap(), (4, 1));
     }
 }

@@ -21,17 +21,18 @@
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, Context, Result};
 use ort::environment::Environment;
+use ort::logging::LogLevel;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor, TensorRef};
 
 use super::{
     check_present, check_vision, check_vision_inputs, Backend, BackendKind, BackendOptions,
-    DecoderInputs, Dims, ExecutionProvider, OrtOptimization, VisionOutput,
+    DecoderInputs, Dims, ExecutionProvider, OrtOptimization, VisionInputs, VisionOutput,
 };
 use crate::bundle::Bundle;
 use crate::kv::{tensor_names, KvCache, KvStore};
@@ -49,7 +50,11 @@ fn is_library_name(name: &str) -> bool {
     } else if cfg!(target_os = "macos") {
         name.starts_with("libonnxruntime") && name.ends_with(".dylib") && !name.contains('_')
     } else {
-        name == "libonnxruntime.so" || name.starts_with("libonnxruntime.so.")
+        name == "libonnxruntime.so"
+            || name.strip_prefix("libonnxruntime.so.").is_some_and(|v| {
+                v.split('.')
+                    .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+            })
     }
 }
 
@@ -134,7 +139,9 @@ pub fn search_dirs() -> Vec<PathBuf> {
         Path::new("/usr/local/lib"),
         "dist-packages/onnxruntime/capi",
     ));
-    dirs.push(PathBuf::from("/usr/lib/python3/dist-packages/onnxruntime/capi"));
+    dirs.push(PathBuf::from(
+        "/usr/lib/python3/dist-packages/onnxruntime/capi",
+    ));
     dirs.push(PathBuf::from("/usr/local/onnxruntime/lib"));
     dirs
 }
@@ -201,9 +208,16 @@ pub fn environment(lib: &Path) -> Result<Environment> {
     // `ort` reports load failures as errors, but a library that loads and then misbehaves
     // can still reach an `expect` inside it: a panic here becomes an error too.
     let built = std::panic::catch_unwind(|| -> Result<Environment> {
-        let builder = ort::init_from(&lib_abs).map_err(|e| anyhow!("{e}"))?;
+        // `ort` announces the load (and a version newer than its API level) at info level;
+        // the outcome is reported here instead, so its own messages are kept out of the log.
+        let builder =
+            tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
+                ort::init_from(&lib_abs)
+            })
+            .map_err(|e| anyhow!("{e}"))?;
         builder
             .with_name("ove")
+            .with_logger(Arc::new(log_onnxruntime))
             .build()
             .map_err(|e| anyhow!("creating the ONNX Runtime environment: {e}"))
     })
@@ -217,8 +231,23 @@ pub fn environment(lib: &Path) -> Result<Environment> {
     })?
     .with_context(|| format!("cannot load ONNX Runtime from {}", lib.display()))?;
     *loaded = Some((lib.to_path_buf(), built.clone()));
-    tracing::debug!("ONNX Runtime loaded from {}", lib.display());
+    tracing::debug!("ONNX Runtime loaded from {}", lib_abs.display());
     Ok(built)
+}
+
+/// ONNX Runtime's own log, one level quieter than it rates itself: its "info" narrates
+/// every graph transformation and arena allocation, which is debugging detail for `ove`.
+fn log_onnxruntime(level: LogLevel, category: &str, _id: &str, location: &str, message: &str) {
+    match level {
+        LogLevel::Verbose => {
+            tracing::trace!(target: "onnxruntime", "{category} {location}: {message}")
+        }
+        LogLevel::Info => tracing::debug!(target: "onnxruntime", "{message}"),
+        LogLevel::Warning => tracing::warn!(target: "onnxruntime", "{message}"),
+        LogLevel::Error | LogLevel::Fatal => {
+            tracing::error!(target: "onnxruntime", "{message} ({location})")
+        }
+    }
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -245,7 +274,7 @@ fn session(env: &Environment, path: &Path, opts: &BackendOptions) -> Result<Sess
         OrtOptimization::All => GraphOptimizationLevel::All,
     };
     let acc = opts.ort.int4_accuracy_level;
-    if !matches!(acc, 0 | 1 | 2 | 3 | 4) {
+    if acc > 4 {
         bail!("int4 accuracy level must be 0..=4, got {acc}");
     }
     let mut b = ort_err(Session::builder(env))?;
@@ -325,21 +354,29 @@ impl Backend for OrtBackend {
         )
     }
 
-    fn vision(&mut self, pixel_values: &[f32], patch_pos: &[i64]) -> Result<VisionOutput> {
-        let p = check_vision_inputs(pixel_values, patch_pos, &self.dims)?;
+    fn vision(&mut self, x: &VisionInputs<'_>) -> Result<VisionOutput> {
+        let (p, c) = check_vision_inputs(x, &self.dims)?;
         let inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = vec![
             (
                 "pixel_values".into(),
-                view(vec![p, self.dims.patch_dim], pixel_values)?,
+                view(vec![p, self.dims.patch_dim], x.pixel_values)?,
             ),
-            ("patch_pos".into(), view(vec![p, 2], patch_pos)?),
+            ("patch_pos".into(), view(vec![p, 2], x.patch_pos)?),
+            (
+                "carry".into(),
+                view(vec![c, self.dims.vision_hidden], x.carry)?,
+            ),
+            ("window_index".into(), view(vec![p], x.window_index)?),
         ];
-        let mut out = ort_err(self.vision.run(inputs)).context("ONNX Runtime failed running vision.onnx")?;
+        let mut out =
+            ort_err(self.vision.run(inputs)).context("ONNX Runtime failed running vision.onnx")?;
         let (_, vision_tokens) = values_f32(&take(&mut out, "vision_tokens")?, "vision_tokens")?;
         let (_, image_embeds) = values_f32(&take(&mut out, "image_embeds")?, "image_embeds")?;
+        let (_, vision_states) = values_f32(&take(&mut out, "vision_states")?, "vision_states")?;
         let result = VisionOutput {
             vision_tokens,
             image_embeds,
+            vision_states,
         };
         check_vision(&result, &self.dims, p)?;
         Ok(result)
@@ -380,8 +417,8 @@ impl Backend for OrtBackend {
             // The previous step's output value itself: nothing is copied.
             inputs.push((Cow::Borrowed(name.as_str()), v.into()));
         }
-        let mut out =
-            ort_err(self.decoder.run(inputs)).context("ONNX Runtime failed running decoder.onnx")?;
+        let mut out = ort_err(self.decoder.run(inputs))
+            .context("ONNX Runtime failed running decoder.onnx")?;
         let (shape, logits) = values_f32(&take(&mut out, "logits")?, "logits")?;
         let want = [x.logits_index.len(), self.dims.vocab];
         if shape != want {
@@ -422,7 +459,11 @@ mod tests {
     #[test]
     fn highest_version_wins() {
         let dir = tempfile::tempdir().unwrap();
-        for n in ["libonnxruntime.so.1.9.0", "libonnxruntime.so.1.32.0", "libonnxruntime.so"] {
+        for n in [
+            "libonnxruntime.so.1.9.0",
+            "libonnxruntime.so.1.32.0",
+            "libonnxruntime.so",
+        ] {
             std::fs::write(dir.path().join(n), b"").unwrap();
         }
         std::fs::write(dir.path().join("libonnxruntime_providers_shared.so"), b"").unwrap();
@@ -449,7 +490,7 @@ mod tests {
         std::fs::write(&fake, b"not a shared object").unwrap();
         // Either dlopen fails, or (when another test already loaded the real library in
         // this process) the switch is refused: an error both ways.
-        let err = environment(&fake).err().expect("must fail");
+        let err = environment(&fake).expect_err("must fail");
         assert!(format!("{err:#}").contains("ONNX Runtime"), "{err:#}");
     }
 }

@@ -12,7 +12,7 @@ use tract_onnx::tract_core::runtime::RunOptions;
 
 use super::{
     check_present, check_vision, check_vision_inputs, Backend, BackendKind, BackendOptions,
-    DecoderInputs, Dims, VisionOutput,
+    DecoderInputs, Dims, VisionInputs, VisionOutput,
 };
 use crate::bundle::{Bundle, GraphInfo};
 use crate::kv::{tensor_names, KvCache, KvStore};
@@ -27,16 +27,33 @@ struct Graph {
 }
 
 impl Graph {
-    fn load(info: &GraphInfo, threads: usize) -> Result<Self> {
+    /// Loads, types, optimizes and plans one graph. `facts` gives the input shapes in
+    /// terms of shared symbols (by input name), so that tract can prove what the file's
+    /// independent `dim_param`s cannot say: that `P` is a multiple of the merge unit, that
+    /// the bias is `[S, K + S]` and every past tensor has the same `K`.
+    fn load(
+        info: &GraphInfo,
+        threads: usize,
+        facts: impl Fn(&SymbolScope, &str) -> Option<InferenceFact>,
+    ) -> Result<Self> {
         let path = &info.path;
+        let fail = |what: &str| format!("tract cannot {what} {}", path.display());
         // Output shapes are left to tract: the file names them with their own symbols
         // (`T`), which tract derives itself as `K + S`.
-        let model = tract_onnx::onnx()
+        let mut model = tract_onnx::onnx()
             .with_ignore_output_shapes(true)
             .model_for_path(path)
             .map_err(|e| anyhow!("{e:?}"))
-            .with_context(|| format!("tract cannot load {}", path.display()))?;
+            .with_context(|| fail("load"))?;
         let inputs = input_names(&model)?;
+        for (i, name) in inputs.iter().enumerate() {
+            if let Some(fact) = facts(&model.symbols, name) {
+                model
+                    .set_input_fact(i, fact)
+                    .map_err(|e| anyhow!("{e:?}"))
+                    .with_context(|| fail(&format!("shape input {name} of")))?;
+            }
+        }
         let outputs = model
             .output_outlets()?
             .iter()
@@ -50,7 +67,7 @@ impl Graph {
         let typed = model
             .into_optimized()
             .map_err(|e| anyhow!("{e:?}"))
-            .with_context(|| format!("tract cannot optimize {}", path.display()))?;
+            .with_context(|| fail("optimize"))?;
         let options = RunOptions {
             executor: (threads > 1)
                 .then(|| tract_linalg::multithread::Executor::multithread(threads)),
@@ -59,7 +76,7 @@ impl Graph {
         let plan = typed
             .into_runnable_with_options(&options)
             .map_err(|e| anyhow!("{e:?}"))
-            .with_context(|| format!("tract cannot plan {}", path.display()))?;
+            .with_context(|| fail("plan"))?;
         Ok(Self {
             plan,
             inputs,
@@ -101,8 +118,8 @@ pub struct TractBackend {
     past_in: Vec<usize>,
     logits_out: usize,
     present_out: Vec<usize>,
-    vis_in: [usize; 2],
-    vis_out: [usize; 2],
+    vis_in: [usize; 4],
+    vis_out: [usize; 3],
     threads: usize,
 }
 
@@ -114,8 +131,36 @@ impl TractBackend {
                 .map(|n| n.get())
                 .unwrap_or(1)
         });
-        let vision = Graph::load(bundle.vision(), threads)?;
-        let decoder = Graph::load(bundle.decoder(), threads)?;
+        let vision = Graph::load(bundle.vision(), threads, |sym, name| {
+            let p = sym.sym("M").to_dim() * dims.merge_unit as i64;
+            let c = sym.sym("C").to_dim();
+            match name {
+                "pixel_values" => Some(f32::fact([p, dims.patch_dim.to_dim()]).into()),
+                "patch_pos" => Some(i64::fact([p, 2.to_dim()]).into()),
+                "carry" => Some(f32::fact([c, dims.vision_hidden.to_dim()]).into()),
+                "window_index" => Some(i64::fact([p]).into()),
+                _ => None,
+            }
+        })?;
+        let kv = dims.kv;
+        let decoder = Graph::load(bundle.decoder(), threads, |sym, name| {
+            let (s, k, l) = (
+                sym.sym("S").to_dim(),
+                sym.sym("K").to_dim(),
+                sym.sym("L").to_dim(),
+            );
+            let fact: InferenceFact = match name {
+                "inputs_embeds" => f32::fact([s, dims.hidden.to_dim()]).into(),
+                "position_ids" => i64::fact([s]).into(),
+                "attention_bias" => f32::fact([s.clone(), k + s]).into(),
+                "logits_index" => i64::fact([l]).into(),
+                n if n.starts_with("past_key.") || n.starts_with("past_value.") => {
+                    f32::fact([kv.kv_heads.to_dim(), k, kv.head_dim.to_dim()]).into()
+                }
+                _ => return None,
+            };
+            Some(fact)
+        })?;
         let (past, present) = tensor_names(dims.kv.layers);
         let d = &decoder;
         Ok(Self {
@@ -137,10 +182,13 @@ impl TractBackend {
             vis_in: [
                 vision.input_index("pixel_values")?,
                 vision.input_index("patch_pos")?,
+                vision.input_index("carry")?,
+                vision.input_index("window_index")?,
             ],
             vis_out: [
                 vision.output_index("vision_tokens")?,
                 vision.output_index("image_embeds")?,
+                vision.output_index("vision_states")?,
             ],
             dims,
             vision,
@@ -180,16 +228,19 @@ impl Backend for TractBackend {
         format!("tract 0.23.9 (CPU, {} threads)", self.threads)
     }
 
-    fn vision(&mut self, pixel_values: &[f32], patch_pos: &[i64]) -> Result<VisionOutput> {
-        let p = check_vision_inputs(pixel_values, patch_pos, &self.dims)?;
+    fn vision(&mut self, x: &VisionInputs<'_>) -> Result<VisionOutput> {
+        let (p, c) = check_vision_inputs(x, &self.dims)?;
         let mut inputs: Vec<Option<TValue>> = vec![None; self.vision.inputs.len()];
-        inputs[self.vis_in[0]] = Some(tensor(&[p, self.dims.patch_dim], pixel_values)?);
-        inputs[self.vis_in[1]] = Some(tensor(&[p, 2], patch_pos)?);
+        inputs[self.vis_in[0]] = Some(tensor(&[p, self.dims.patch_dim], x.pixel_values)?);
+        inputs[self.vis_in[1]] = Some(tensor(&[p, 2], x.patch_pos)?);
+        inputs[self.vis_in[2]] = Some(tensor(&[c, self.dims.vision_hidden], x.carry)?);
+        inputs[self.vis_in[3]] = Some(tensor(&[p], x.window_index)?);
         let inputs = collect_inputs(inputs, &self.vision.inputs)?;
         let out = run(&self.vision, inputs, "vision.onnx")?;
         let result = VisionOutput {
             vision_tokens: f32_values(&out[self.vis_out[0]])?,
             image_embeds: f32_values(&out[self.vis_out[1]])?,
+            vision_states: f32_values(&out[self.vis_out[2]])?,
         };
         check_vision(&result, &self.dims, p)?;
         Ok(result)

@@ -1,0 +1,1 @@
+//! Synthetic documents (being written).

@@ -1,0 +1,153 @@
+//! Golden parity end to end: every golden model case is exported (`ove_exporter::export`,
+//! once per dtype for this binary) and traced (`ove_runtime::trace`, what `ove trace`
+//! runs) on both backends, and the results are compared with what the upstream
+//! implementation computed (shared/golden/README.md gives the bars).
+//!
+//! The measured figures are printed (`cargo test -p ove-tests -- --nocapture`).
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use ove_core::tensor_file::Tensor;
+use ove_exporter::Dtype;
+use ove_runtime::trace::{trace, Case, TraceOptions};
+use ove_runtime::BackendChoice;
+
+/// A float32 bundle fed the case's own pixel_values (golden README).
+const PIXELS_TOL: f32 = 1e-4;
+/// A float32 bundle on the runtime's own preprocessing of the images.
+const OWN_PREPROCESS_TOL: f32 = 1e-3;
+/// An f16-weight bundle (activations stay f32): logits only.
+const F16_LOGITS_TOL: f32 = 2e-2;
+
+fn run_trace(
+    case: &str,
+    dtype: Dtype,
+    backend: BackendChoice,
+    pixels_from_case: bool,
+) -> BTreeMap<String, Tensor> {
+    let bundle = bundle(case, dtype);
+    let mut model = load(&bundle, backend);
+    let c = Case::load(&case_dir(case)).unwrap();
+    trace(&mut model, &c, &TraceOptions { pixels_from_case })
+        .unwrap_or_else(|e| panic!("{case} on {backend:?}: {e:#}"))
+}
+
+/// Runs every case, prints one line of figures per case, and fails at the end listing
+/// every case that missed a bar (so one failure does not hide the others' figures).
+fn every_case(label: &str, cases: &[&str], mut check: impl FnMut(&str) -> (String, Vec<String>)) {
+    let mut failures = Vec::new();
+    for case in cases {
+        let (figures, problems) = check(case);
+        eprintln!("[{label}] {case}: {figures}");
+        failures.extend(problems.into_iter().map(|p| format!("{case}: {p}")));
+    }
+    assert!(failures.is_empty(), "[{label}] {}", failures.join("; "));
+}
+
+fn pixels_from_case(backend: BackendChoice) {
+    let label = format!("{backend:?} f32 pixels-from-case");
+    every_case(&label, &CASES, |case| {
+        let want = expected(case);
+        let got = run_trace(case, Dtype::F32, backend, true);
+        let mut problems = Vec::new();
+        let mut figures = Vec::new();
+        let mut names = vec!["logits"];
+        if want.contains_key("image_embeds") {
+            names.splice(0..0, ["vision_tokens", "image_embeds"]);
+            assert_eq!(
+                ids("image_grid_thw", &got),
+                ids("image_grid_thw", &want),
+                "{case}: grid"
+            );
+        }
+        for name in names {
+            let d = diff(name, &got, &want);
+            figures.push(format!("{name} {d:.2e}"));
+            if d > PIXELS_TOL || d.is_nan() {
+                problems.push(format!("{name} max|diff| {d:.3e} > {PIXELS_TOL:e}"));
+            }
+        }
+        let (g, w) = (ids("generated_ids", &got), ids("generated_ids", &want));
+        figures.push(format!(
+            "generated_ids {}",
+            if g == w { "identical" } else { "DIFFER" }
+        ));
+        if g != w {
+            problems.push(format!("generated_ids {g:?} != {w:?}"));
+        }
+        assert_eq!(ids("input_ids", &got), ids("input_ids", &want));
+        (figures.join(", "), problems)
+    });
+}
+
+#[test]
+fn tract_matches_golden_on_case_pixels() {
+    pixels_from_case(BackendChoice::Tract);
+}
+
+#[test]
+fn ort_matches_golden_on_case_pixels() {
+    pixels_from_case(BackendChoice::Ort);
+}
+
+fn own_preprocessing(backend: BackendChoice) {
+    let label = format!("{backend:?} f32 own-preprocessing");
+    let cases: Vec<&str> = CASES.into_iter().filter(|c| *c != "text-only").collect();
+    every_case(&label, &cases, |case| {
+        let want = expected(case);
+        let got = run_trace(case, Dtype::F32, backend, false);
+        let mut problems = Vec::new();
+        let mut figures = Vec::new();
+        assert_eq!(
+            ids("image_grid_thw", &got),
+            ids("image_grid_thw", &want),
+            "{case}: grid"
+        );
+        let px = diff("pixel_values", &got, &want);
+        figures.push(format!("pixel_values {px:.2e}"));
+        for name in ["image_embeds", "logits"] {
+            let d = diff(name, &got, &want);
+            figures.push(format!("{name} {d:.2e}"));
+            if d > OWN_PREPROCESS_TOL || d.is_nan() {
+                problems.push(format!("{name} max|diff| {d:.3e} > {OWN_PREPROCESS_TOL:e}"));
+            }
+        }
+        let same = ids("generated_ids", &got) == ids("generated_ids", &want);
+        figures.push(format!(
+            "generated_ids {}",
+            if same { "identical" } else { "differ" }
+        ));
+        (figures.join(", "), problems)
+    });
+}
+
+#[test]
+fn tract_matches_golden_on_own_preprocessing() {
+    own_preprocessing(BackendChoice::Tract);
+}
+
+#[test]
+fn ort_matches_golden_on_own_preprocessing() {
+    own_preprocessing(BackendChoice::Ort);
+}
+
+#[test]
+fn ort_f16_bundle_logits_are_close() {
+    every_case("Ort f16 pixels-from-case", &CASES, |case| {
+        let want = expected(case);
+        let got = run_trace(case, Dtype::F16, BackendChoice::Ort, true);
+        let d = diff("logits", &got, &want);
+        let (g, w) = (ids("generated_ids", &got), ids("generated_ids", &want));
+        let agree = g.iter().zip(&w).filter(|(a, b)| a == b).count();
+        let figures = format!("logits {d:.2e}, generated_ids agree {agree}/{}", w.len());
+        let problems = if d > F16_LOGITS_TOL || d.is_nan() {
+            vec![format!("logits max|diff| {d:.3e} > {F16_LOGITS_TOL:e}")]
+        } else {
+            vec![]
+        };
+        (figures, problems)
+    });
+}
