@@ -9,6 +9,7 @@
 //! - [`model`]: the whole, image embeddings scattered into the image pads;
 //! - [`layers`]: the shared building blocks (linear, norms, rotary);
 //! - [`checkpoint`]: strict loading of Hugging Face checkpoints and saving the same layout;
+//! - [`plot`]: `ove-train plot` (metrics curves as a PNG);
 //! - [`trace`]: the `ove-train trace` command (golden-case intermediates);
 //! - [`train`]: loss, packing, AdamW, schedule, stage configs, the optimizer step.
 
@@ -17,6 +18,7 @@ pub mod decoder;
 pub mod layers;
 pub mod merger;
 pub mod model;
+pub mod plot;
 pub mod trace;
 pub mod train;
 pub mod vision;

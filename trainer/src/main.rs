@@ -70,7 +70,7 @@ enum Command {
         /// Output checkpoint directory.
         #[arg(long)]
         out: PathBuf,
-        /// Also save every N steps.
+        /// Also save a resumable checkpoint (OUT/checkpoints/step-N) every N steps.
         #[arg(long)]
         save_every: Option<usize>,
         /// Dtype of the saved weights.
@@ -85,6 +85,83 @@ enum Command {
         /// Train on the GPU when one is available.
         #[arg(long)]
         cuda: bool,
+        /// Resume from a resumable checkpoint: OUT/checkpoints/step-N, or a run's OUT
+        /// (its latest). --steps, --seed, the stage and the data must be the same.
+        #[arg(long)]
+        resume: Option<PathBuf>,
+        /// Stop after this many steps (of --steps), leaving a resumable checkpoint.
+        #[arg(long)]
+        stop_after: Option<usize>,
+        /// Peak TFLOP/s of the device for the MFU estimate in metrics.jsonl (default: 989
+        /// on CUDA, an H100's dense bf16; 1 on the CPU).
+        #[arg(long)]
+        peak_tflops: Option<f64>,
+    },
+    /// Offline packing: every sample's full length (text + image tokens from the image
+    /// headers), over-long samples dropped, exact fits first, then greedy fills under a
+    /// minimum fill ratio. Writes OUT/bins-*.jsonl and OUT/report.json, prints the report.
+    Pack {
+        /// JSONL manifest (the `train --data` format).
+        #[arg(long)]
+        data: PathBuf,
+        /// Checkpoint whose config.json / preprocessor_config.json give the image token
+        /// counts (only the configs are read).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Bin capacity in tokens.
+        #[arg(long, default_value_t = 8192)]
+        max_len: u32,
+        /// Seed for which sample goes where and the bin order.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Minimum fill ratios, strictest first (comma-separated).
+        #[arg(long, value_delimiter = ',', default_values_t = ove_train::train::binpack::default_min_fill())]
+        min_fill: Vec<f64>,
+        /// Independent shards packed in parallel (the result depends on this, not on threads).
+        #[arg(long, default_value_t = 1)]
+        shards: usize,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Concept balancing: each image's top-k concepts by cosine similarity, weights from
+    /// the concepts' inverse frequency, samples drawn with replacement by weight. Writes
+    /// the weights (.npy, f32, normalised) and WEIGHTS.report.json; prints the concept
+    /// entropy before and after.
+    Balance {
+        /// Image embeddings [N, D] (.npy or .safetensors).
+        #[arg(long)]
+        image_embeddings: PathBuf,
+        /// Concept embeddings [C, D] (.npy or .safetensors).
+        #[arg(long)]
+        concept_embeddings: PathBuf,
+        /// Concepts per image.
+        #[arg(long, default_value_t = 1)]
+        top_k: usize,
+        /// Output weights (.npy).
+        #[arg(long)]
+        out: PathBuf,
+        /// Samples to draw (default: as many as images).
+        #[arg(long)]
+        draws: Option<usize>,
+        /// Write the drawn image indices here, one per line.
+        #[arg(long)]
+        samples_out: Option<PathBuf>,
+        /// Seed of the draws.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Run the similarity search on the GPU when one is available.
+        #[arg(long)]
+        cuda: bool,
+    },
+    /// Plot a run's metrics.jsonl (loss, lr, grad norm, tokens/s against the step) as a PNG.
+    Plot {
+        /// The run's metrics: OUT/metrics.jsonl.
+        #[arg(long)]
+        metrics: PathBuf,
+        /// Output PNG.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Load a checkpoint (strict name/shape checks) and save it again, e.g. to change
     /// the dtype or the sharding.
@@ -149,6 +226,9 @@ fn main() -> Result<()> {
             max_shard_bytes,
             seed,
             cuda,
+            resume,
+            stop_after,
+            peak_tflops,
         } => {
             let run = TrainRun {
                 checkpoint,
@@ -167,17 +247,100 @@ fn main() -> Result<()> {
                     Device::Cpu
                 },
                 seed,
+                resume,
+                stop_after,
+                peak_flops: peak_tflops.map(|t| t * 1e12),
             };
             let history = run_training(&run)?;
+            let stopped_early = run.stop_after.is_some_and(|s| s < run.steps);
             if let (Some(first), Some(last)) = (history.first(), history.last()) {
                 println!(
-                    "{} steps: loss {:.4} -> {:.4}; saved to {}",
+                    "{} steps: loss {:.4} -> {:.4}; {} {}",
                     history.len(),
                     first.loss,
                     last.loss,
-                    run.out.display()
+                    if stopped_early {
+                        "stopped early, resumable checkpoint in"
+                    } else {
+                        "saved to"
+                    },
+                    if stopped_early {
+                        run.out.join("checkpoints").display().to_string()
+                    } else {
+                        run.out.display().to_string()
+                    }
                 );
             }
+        }
+        Command::Pack {
+            data,
+            checkpoint,
+            max_len,
+            seed,
+            min_fill,
+            shards,
+            out,
+        } => {
+            anyhow::ensure!(max_len > 0, "--max-len must be positive");
+            anyhow::ensure!(
+                min_fill.iter().all(|r| (0.0..=1.0).contains(r)),
+                "--min-fill ratios must lie in [0, 1]"
+            );
+            let ckpt = ove_core::checkpoint::Checkpoint::open(&checkpoint)
+                .with_context(|| format!("opening checkpoint {}", checkpoint.display()))?;
+            let cfg = ove_train::train::binpack::PackConfig {
+                capacity: max_len,
+                min_fill,
+                seed,
+                shards,
+            };
+            let report = ove_train::train::pack_manifest::pack_manifest(
+                &data,
+                &ckpt.config,
+                ckpt.preprocessor.as_ref(),
+                &cfg,
+                &out,
+            )?;
+            print!("{}", report.table());
+            println!("written to {}", out.display());
+        }
+        Command::Balance {
+            image_embeddings,
+            concept_embeddings,
+            top_k,
+            out,
+            draws,
+            samples_out,
+            seed,
+            cuda,
+        } => {
+            let r = ove_train::train::balance::run_balance(
+                &image_embeddings,
+                &concept_embeddings,
+                top_k,
+                draws,
+                seed,
+                &out,
+                samples_out.as_deref(),
+                if cuda {
+                    Device::cuda_if_available()
+                } else {
+                    Device::Cpu
+                },
+            )?;
+            println!(
+                "{} images, {} concepts ({} used), top-{}: {} drawn",
+                r.images, r.concepts, r.concepts_used, r.top_k, r.drawn
+            );
+            println!(
+                "concept entropy before {:.4} nats, after {:.4} (flat: {:.4})",
+                r.entropy_before, r.entropy_after, r.entropy_max
+            );
+            println!("weights written to {}", out.display());
+        }
+        Command::Plot { metrics, out } => {
+            let n = ove_train::plot::plot(&metrics, &out)?;
+            println!("{n} steps plotted to {}", out.display());
         }
         Command::Resave {
             checkpoint,

@@ -2,17 +2,25 @@
 //! - [`loss`]: sum of token losses over the target tokens / their count;
 //! - [`packing`]: samples -> one packed row (block-diagonal causal attention, positions
 //!   restarting at 0 per sample, each image attending only to itself);
+//! - [`balance`]: `ove-train balance`: top-k concepts, inverse-frequency weights, draws;
+//! - [`binpack`]: offline packing over sample lengths (exact fits, then greedy fills);
+//! - [`pack_manifest`]: `ove-train pack`: manifest lengths, shards and report;
 //! - [`optim`]: AdamW over the trainable parameters only, global-norm gradient clipping;
 //! - [`schedule`]: linear warmup then cosine decay;
 //! - [`stage`]: the stage TOML files (what trains, optimizer and schedule settings);
 //! - [`step`]: one optimizer step over micro-batches;
 //! - [`data`]: the JSONL sample format;
+//! - [`resume`]: resumable atomic checkpoints (model, AdamW state, data cursor);
 //! - [`run`]: the loop behind `ove-train train`.
 
+pub mod balance;
+pub mod binpack;
 pub mod data;
 pub mod loss;
 pub mod optim;
+pub mod pack_manifest;
 pub mod packing;
+pub mod resume;
 pub mod run;
 pub mod schedule;
 pub mod stage;

@@ -54,7 +54,7 @@ impl AdamW {
             .filter(|(_, t)| t.requires_grad())
             .collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
-        let params = vars
+        let params: Vec<ParamState> = vars
             .into_iter()
             .map(|(name, param)| ParamState {
                 decay: param.dim() >= 2,
@@ -64,11 +64,24 @@ impl AdamW {
                 param,
             })
             .collect();
-        Self {
+        // Every trained parameter gets a (zero) gradient now, so every step updates all of
+        // them (moments decay, weight decay applies) whether the batch reached them or not,
+        // as Megatron's always-allocated gradient buffers do. A run resumed in a fresh
+        // process then steps exactly as the uninterrupted one.
+        let terms: Vec<Tensor> = params
+            .iter()
+            .map(|p| (&p.param * 0.0).sum(Kind::Float))
+            .collect();
+        if !terms.is_empty() {
+            tch::with_grad(|| Tensor::stack(&terms, 0).sum(Kind::Float).backward());
+        }
+        let mut opt = Self {
             config,
             params,
             steps: 0,
-        }
+        };
+        opt.zero_grad();
+        opt
     }
 
     /// The trained parameters.
@@ -86,7 +99,8 @@ impl AdamW {
         }
     }
 
-    /// One AdamW update at learning rate `lr`; parameters without a gradient are skipped.
+    /// One AdamW update at learning rate `lr` (every trained parameter has a gradient, zero
+    /// where the step did not reach it; an undefined one is skipped).
     pub fn step(&mut self, lr: f64) {
         self.steps += 1;
         let c = self.config;

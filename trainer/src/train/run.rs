@@ -1,17 +1,22 @@
 //! The training loop behind `ove-train train`: load, freeze per the stage, read the data,
 //! step through the schedule, save a checkpoint `ove export` takes as it is.
 
+use std::io::Write;
 use std::path::PathBuf;
+use std::time::Instant;
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
 use tch::Device;
 use tracing::{info, warn};
 
 use crate::checkpoint::{load_model, save_checkpoint, SaveOptions};
+use crate::train::binpack::SplitMix64;
 use crate::train::data::read_jsonl;
 use crate::train::optim::AdamW;
 use crate::train::packing::{pack, plan_bins, PackedBatch, Sample};
+use crate::train::resume::{self, DataCursor, TrainerState};
 use crate::train::stage::{set_trainable, StageConfig};
 use crate::train::step::{train_step, StepStats};
 
@@ -26,11 +31,19 @@ pub struct TrainRun {
     pub steps: usize,
     /// Output checkpoint directory.
     pub out: PathBuf,
-    /// Also save every this many steps (into `out`).
+    /// Also save a resumable checkpoint every this many steps (`out/checkpoints`).
     pub save_every: Option<usize>,
     pub save: SaveOptions,
     pub device: Device,
+    /// Seeds torch and the data order (each epoch reshuffled).
     pub seed: i64,
+    /// Resume from a resumable checkpoint (a step directory, or a run's output directory:
+    /// its latest checkpoint).
+    pub resume: Option<PathBuf>,
+    /// Stop (with a resumable checkpoint) once this many steps are done.
+    pub stop_after: Option<usize>,
+    /// Peak FLOP/s for the MFU estimate ([`default_peak_flops`] when `None`).
+    pub peak_flops: Option<f64>,
 }
 
 /// The micro-batches of one step: packed rows of at most `pack_length` tokens, or one
@@ -65,10 +78,48 @@ fn micro_batches(
     }
 }
 
-/// Runs the whole training; returns the statistics of every step.
+/// The sample order of one epoch: the file order shuffled by `SplitMix64(rng)`.
+fn epoch_order(n: usize, rng: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    SplitMix64::new(rng).shuffle(&mut order);
+    order
+}
+
+/// One line of `OUT/metrics.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StepMetrics {
+    pub step: usize,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub tokens: usize,
+    pub target_tokens: i64,
+    pub seconds: f64,
+    pub tokens_per_s: f64,
+    /// Model FLOPs utilisation: 6 x parameters x tokens / seconds / peak FLOP/s (the
+    /// attention term and the frozen parameters' saved backward work are ignored).
+    pub mfu: f64,
+}
+
+/// Peak FLOP/s for the MFU estimate when none is given: an H100's dense bf16 on CUDA,
+/// a nominal 1 TFLOP/s on the CPU.
+pub fn default_peak_flops(device: Device) -> f64 {
+    match device {
+        Device::Cpu => 1e12,
+        _ => 989e12,
+    }
+}
+
+/// Runs the training (from `cfg.resume` when set); returns the statistics of the steps
+/// this call ran. Writes `OUT/metrics.jsonl` (appended to on resume), resumable
+/// checkpoints every `save_every` steps and at `stop_after`, and the final checkpoint in
+/// `OUT` when the last step is done. A non-finite loss or gradient norm stops the run
+/// before the step is applied, with an error naming the last good checkpoint.
 pub fn run(cfg: &TrainRun) -> Result<Vec<StepStats>> {
     tch::manual_seed(cfg.seed);
-    let loaded = load_model(&cfg.checkpoint, cfg.device)?;
+    let resume_dir = cfg.resume.as_deref().map(resume::resolve).transpose()?;
+    let state = resume_dir.as_deref().map(resume::read_state).transpose()?;
+    let loaded = load_model(resume_dir.as_deref().unwrap_or(&cfg.checkpoint), cfg.device)?;
     let split = set_trainable(&loaded.vs, &cfg.stage.trainable)?;
     info!(
         stage = %cfg.stage.name,
@@ -81,32 +132,123 @@ pub fn run(cfg: &TrainRun) -> Result<Vec<StepStats>> {
     let samples = read_jsonl(&cfg.data, config, loaded.checkpoint.preprocessor.as_ref())?;
     ensure!(!samples.is_empty(), "{}: no samples", cfg.data.display());
     info!(samples = samples.len(), "data read");
+    let gbs = cfg.stage.data.global_batch_size;
+
+    let mut cursor = DataCursor {
+        epoch: 0,
+        offset: 0,
+        rng: SplitMix64::new(cfg.seed as u64).next_u64(),
+    };
+    let mut first_step = 0;
+    if let (Some(dir), Some(st)) = (&resume_dir, &state) {
+        let same = |what: &str, saved: String, now: String| {
+            ensure!(
+                saved == now,
+                "{}: {what} was {saved}, this run has {now}; a resume must keep it",
+                dir.display()
+            );
+            Ok(())
+        };
+        same("--steps", st.total_steps.to_string(), cfg.steps.to_string())?;
+        same("--seed", st.seed.to_string(), cfg.seed.to_string())?;
+        same("the stage", st.stage.clone(), cfg.stage.name.clone())?;
+        same(
+            "the global batch size",
+            st.global_batch_size.to_string(),
+            gbs.to_string(),
+        )?;
+        same(
+            "the sample count",
+            st.samples.to_string(),
+            samples.len().to_string(),
+        )?;
+        resume::load_optimizer(dir, &mut opt, st)?;
+        first_step = st.step;
+        cursor = st.data;
+        info!(from = %dir.display(), step = first_step, "resumed");
+    }
+    let mut order = epoch_order(samples.len(), cursor.rng);
+
+    std::fs::create_dir_all(&cfg.out).with_context(|| format!("creating {}", cfg.out.display()))?;
+    let metrics_path = cfg.out.join("metrics.jsonl");
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(resume_dir.is_some())
+        .write(true)
+        .truncate(resume_dir.is_none())
+        .open(&metrics_path)
+        .with_context(|| format!("opening {}", metrics_path.display()))?;
+    let n_params: i64 = loaded
+        .vs
+        .variables()
+        .values()
+        .map(|t| t.numel() as i64)
+        .sum();
+    let peak_flops = cfg
+        .peak_flops
+        .unwrap_or_else(|| default_peak_flops(cfg.device));
 
     let schedule = cfg.stage.schedule(cfg.steps);
-    let gbs = cfg.stage.data.global_batch_size;
+    let end = cfg.stop_after.map_or(cfg.steps, |s| s.min(cfg.steps));
     let bar = ProgressBar::new(cfg.steps as u64);
+    bar.set_position(first_step as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let mut history = Vec::with_capacity(cfg.steps);
-    for step in 0..cfg.steps {
-        // Samples in file order, wrapping around.
-        let chosen: Vec<&Sample> = (0..gbs)
-            .map(|k| &samples[(step * gbs + k) % samples.len()])
-            .collect();
+    let mut last_good = resume_dir.clone();
+    let mut history = Vec::with_capacity(end.saturating_sub(first_step));
+    for step in first_step..end {
+        let mut chosen: Vec<&Sample> = Vec::with_capacity(gbs);
+        for _ in 0..gbs {
+            if cursor.offset == samples.len() {
+                cursor.epoch += 1;
+                cursor.offset = 0;
+                cursor.rng = SplitMix64::new(cursor.rng).next_u64();
+                order = epoch_order(samples.len(), cursor.rng);
+            }
+            chosen.push(&samples[order[cursor.offset]]);
+            cursor.offset += 1;
+        }
         let micro = micro_batches(&chosen, cfg.stage.data.pack_length, cfg.device)?;
+        let tokens: usize = micro.iter().map(|b| b.len()).sum();
         if micro.iter().all(|b| b.num_targets == 0) {
             warn!(step, "no target tokens in this step; skipped");
             continue;
         }
+        let started = Instant::now();
         let stats = train_step(
             &loaded.model,
             &mut opt,
             &micro,
             schedule.lr(step),
             cfg.stage.optimizer.grad_clip,
-        )?;
+        )
+        .with_context(|| {
+            format!(
+                "training stopped at step {step}; last good checkpoint: {}",
+                last_good
+                    .as_ref()
+                    .map_or("none (no checkpoint saved yet)".to_string(), |p| p
+                        .display()
+                        .to_string())
+            )
+        })?;
+        let seconds = started.elapsed().as_secs_f64().max(1e-9);
+        let line = StepMetrics {
+            step,
+            loss: stats.loss,
+            lr: stats.lr,
+            grad_norm: stats.grad_norm,
+            tokens,
+            target_tokens: stats.targets,
+            seconds,
+            tokens_per_s: tokens as f64 / seconds,
+            mfu: 6.0 * n_params as f64 * tokens as f64 / seconds / peak_flops,
+        };
+        serde_json::to_writer(&mut metrics, &line)?;
+        metrics.write_all(b"\n")?;
+        metrics.flush()?;
         bar.set_message(format!(
             "loss {:.4} lr {:.2e} |g| {:.3}",
             stats.loss, stats.lr, stats.grad_norm
@@ -117,23 +259,45 @@ pub fn run(cfg: &TrainRun) -> Result<Vec<StepStats>> {
             loss = stats.loss,
             lr = stats.lr,
             grad_norm = stats.grad_norm,
+            tokens_per_s = line.tokens_per_s,
             "step"
         );
         history.push(stats);
-        if let Some(every) = cfg.save_every {
-            if every > 0 && (step + 1) % every == 0 && step + 1 < cfg.steps {
-                save_checkpoint(
-                    &loaded.vs,
-                    config,
-                    Some(&cfg.checkpoint),
-                    &cfg.out,
-                    &cfg.save,
-                )?;
-                info!(step, out = %cfg.out.display(), "checkpoint saved");
-            }
+        let done = step + 1;
+        let periodic = cfg
+            .save_every
+            .is_some_and(|every| every > 0 && done % every == 0);
+        if (periodic || done == end) && done < cfg.steps {
+            let state = TrainerState {
+                step: done,
+                optimizer_steps: opt.steps,
+                total_steps: cfg.steps,
+                seed: cfg.seed,
+                stage: cfg.stage.name.clone(),
+                global_batch_size: gbs,
+                samples: samples.len(),
+                data: cursor,
+            };
+            let dir = resume::save_resumable(
+                &cfg.out,
+                &loaded.vs,
+                config,
+                Some(&cfg.checkpoint),
+                &opt,
+                &state,
+            )?;
+            info!(step = done, dir = %dir.display(), "resumable checkpoint saved");
+            last_good = Some(dir);
         }
     }
     bar.finish();
+    if end < cfg.steps {
+        info!(
+            step = end,
+            "stopped early (--stop-after); resume with --resume"
+        );
+        return Ok(history);
+    }
     save_checkpoint(
         &loaded.vs,
         config,

@@ -39,7 +39,8 @@ pub struct StepStats {
 
 /// One optimizer step over `micro_batches`: every micro-batch's summed token loss is
 /// divided by the target count of the whole step before its backward, so the step
-/// minimises exactly (sum of token losses) / (number of target tokens).
+/// minimises exactly (sum of token losses) / (number of target tokens). A non-finite
+/// loss or gradient norm is an error, and the parameters are then left as they were.
 pub fn train_step(
     model: &LlavaOneVision,
     opt: &mut AdamW,
@@ -62,6 +63,10 @@ pub fn train_step(
         loss += scaled.double_value(&[]);
     }
     let grad_norm = clip_grad_norm(&opt.tensors(), grad_clip);
+    ensure!(
+        loss.is_finite() && grad_norm.is_finite(),
+        "non-finite loss ({loss}) or gradient norm ({grad_norm}); the update was not applied"
+    );
     opt.step(lr);
     Ok(StepStats {
         loss,
