@@ -10,6 +10,13 @@
 //!   Runtime runs it natively and tract 0.23.9 maps it onto its block-quant kernels.
 //! * target `tensorrt`: an INT4 `[K, N]` initializer behind an opset-21 blocked
 //!   `DequantizeLinear` (axis 0, block 64 or 128, symmetric) feeding a plain `MatMul`.
+//!   Such a `DequantizeLinear` has no partial blocks, so a K that is not a multiple of the
+//!   block (the golden MLP's down_proj, K = 160; the patch embedding, K = 588) is
+//!   zero-padded: the INT4 weight is `[K', N]` with `K' = K` rounded up to the block and
+//!   zero rows past K, and the activation goes through a constant `Pad` (zeros after its
+//!   last column) before the `MatMul`, so the product is unchanged. The manifest records
+//!   such a tensor as `dequantizelinear-int4-kpad{K}to{K'}`; its error metrics are those
+//!   of the real K rows.
 
 use std::cell::RefCell;
 
@@ -86,6 +93,10 @@ pub struct Int4Options {
     pub vision: bool,
     /// Quantize the embedding table (not supported yet: rejected by [`Self::validate`]).
     pub embeddings: bool,
+    /// `MatMulNBits` attribute `accuracy_level` (ort target): 0 (the default, not written)
+    /// computes in f32; 1-4 let ONNX Runtime use lower-precision activations (4: int8,
+    /// its fast CPU kernels). tract ignores it. At most 4.
+    pub accuracy_level: u8,
 }
 
 impl Default for Int4Options {
@@ -98,6 +109,7 @@ impl Default for Int4Options {
             lm_head: false,
             vision: false,
             embeddings: false,
+            accuracy_level: 0,
         }
     }
 }
@@ -128,6 +140,18 @@ impl Int4Options {
                     bail!("--int4-asym: --target tensorrt supports only symmetric int4 weights");
                 }
             }
+        }
+        if self.accuracy_level > 4 {
+            bail!(
+                "--int4-accuracy-level {}: MatMulNBits accepts 0 to 4",
+                self.accuracy_level
+            );
+        }
+        if self.accuracy_level != 0 && self.target != Int4Target::Ort {
+            bail!(
+                "--int4-accuracy-level is a MatMulNBits attribute: --target ort only \
+                 (TensorRT picks its own precision)"
+            );
         }
         if self.embeddings {
             bail!(
@@ -176,9 +200,13 @@ impl<'a> Int4Linear<'a> {
     }
 
     fn record(&self, name: &str, m: &ove_quant::ErrorMetrics) {
+        self.record_as(name, m, self.opts.target.format().to_string());
+    }
+
+    fn record_as(&self, name: &str, m: &ove_quant::ErrorMetrics, format: String) {
         self.records.borrow_mut().push(QuantizedTensor {
             name: name.to_string(),
-            format: self.opts.target.format().to_string(),
+            format,
             bits: 4,
             block_size: self.opts.block_size(),
             symmetric: self.opts.symmetric,
@@ -186,6 +214,40 @@ impl<'a> Int4Linear<'a> {
             max_abs_error: m.max_abs,
         });
     }
+}
+
+/// K as the TensorRT graph stores it: rounded up to a whole number of blocks. The weight
+/// rows past K are zero and the activation is zero-padded to match, so the product is
+/// unchanged.
+pub fn trt_padded_k(k: usize, block_size: usize) -> usize {
+    k.next_multiple_of(block_size)
+}
+
+/// Prefix of the manifest format of a TensorRT tensor whose K was zero-padded; the full
+/// format is `dequantizelinear-int4-kpad{K}to{padded K}` (e.g. `...-kpad160to192`).
+pub const TRT_PADDED_FORMAT: &str = "dequantizelinear-int4-kpad";
+
+/// The manifest format of a TensorRT tensor with `k` input features.
+fn trt_format(k: usize, block_size: usize) -> String {
+    let kp = trt_padded_k(k, block_size);
+    if kp == k {
+        Int4Target::TensorRt.format().to_string()
+    } else {
+        format!("{TRT_PADDED_FORMAT}{k}to{kp}")
+    }
+}
+
+/// A PyTorch `[n, k]` weight with zero columns appended up to `[n, kp]`.
+///
+/// The quantizer maps the zeros to code 0 (exact: symmetric, no zero point), so they add
+/// nothing to the error sums and the recorded metrics are those of the real `[n, k]` part
+/// (no block is all padding: `kp - k < block size`).
+fn pad_k(data: &[f32], n: usize, k: usize, kp: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; n * kp];
+    for (dst, src) in out.chunks_exact_mut(kp).zip(data.chunks_exact(k)) {
+        dst[..k].copy_from_slice(src);
+    }
+    out
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
@@ -205,24 +267,6 @@ impl LinearEmitter for Int4Linear<'_> {
         }
         let (name, k, n) = (weight.name, weight.in_dim, weight.out_dim);
         let bs = self.opts.block_size();
-        if self.opts.target == Int4Target::TensorRt && !k.is_multiple_of(bs) {
-            let fits: Vec<String> = TRT_BLOCK_SIZES
-                .iter()
-                .filter(|&&b| k.is_multiple_of(b))
-                .map(|b| b.to_string())
-                .collect();
-            let hint = if fits.is_empty() {
-                format!(
-                    "no TensorRT block size (64, 128) divides {k}; use --target ort, or leave this part unquantized"
-                )
-            } else {
-                format!("use --block-size {}", fits.join(" or "))
-            };
-            bail!(
-                "tensor {name}: K = {k} input features is not a multiple of --block-size {bs}, \
-                 which --target tensorrt requires; {hint}"
-            );
-        }
         let data = w.f32(name, &weight.stored_shape)?;
         if data.len() != k * n {
             bail!(
@@ -266,25 +310,42 @@ impl LinearEmitter for Int4Linear<'_> {
                 g.use_opset("com.microsoft", 1);
                 let out = g.fresh("MatMulNBits");
                 let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-                g.node_with_outputs(
-                    "MatMulNBits",
-                    "com.microsoft",
-                    &inputs,
-                    &[&out],
-                    vec![
-                        ("K", Attr::Int(a.k)),
-                        ("N", Attr::Int(a.n)),
-                        ("bits", Attr::Int(a.bits)),
-                        ("block_size", Attr::Int(a.block_size)),
-                    ],
-                );
+                let mut attrs = vec![
+                    ("K", Attr::Int(a.k)),
+                    ("N", Attr::Int(a.n)),
+                    ("bits", Attr::Int(a.bits)),
+                    ("block_size", Attr::Int(a.block_size)),
+                ];
+                if self.opts.accuracy_level != 0 {
+                    attrs.push((
+                        "accuracy_level",
+                        Attr::Int(i64::from(self.opts.accuracy_level)),
+                    ));
+                }
+                g.node_with_outputs("MatMulNBits", "com.microsoft", &inputs, &[&out], attrs);
                 Ok(out)
             }
             Int4Target::TensorRt => {
-                let q = quantize_trt_int4(view, bs)
-                    .with_context(|| format!("tensor {name}: quantizing"))?;
+                // A blocked DequantizeLinear has no partial blocks: K is zero-padded up to
+                // a whole number of blocks (see `trt_padded_k`).
+                let kp = trt_padded_k(k, bs);
+                let q = if kp == k {
+                    quantize_trt_int4(view, bs)
+                } else {
+                    tracing::info!(
+                        tensor = name,
+                        k,
+                        padded_k = kp,
+                        "K zero-padded to whole TensorRT blocks"
+                    );
+                    let padded = pad_k(&data, n, k, kp);
+                    let view = WeightView::torch_linear(&padded, n, kp)
+                        .with_context(|| format!("tensor {name}: quantizing"))?;
+                    quantize_trt_int4(view, bs)
+                }
+                .with_context(|| format!("tensor {name}: quantizing"))?;
                 drop(data);
-                self.record(name, &q.metrics);
+                self.record_as(name, &q.metrics, trt_format(k, bs));
                 let t = &q.tensor;
                 let wq = g.initializer(
                     &format!("{name}.int4"),
@@ -303,8 +364,53 @@ impl LinearEmitter for Int4Linear<'_> {
                     &[&wq, &s],
                     vec![("axis", Attr::Int(0)), ("block_size", Attr::Int(bs as i64))],
                 );
-                Ok(g.matmul(x, &deq))
+                let x = if kp == k {
+                    x.to_string()
+                } else {
+                    // Every Linear input of these graphs is [rows, K]: zeros after the
+                    // last column (constant mode, value 0: the defaults).
+                    let pads = g.ints(&[0, 0, 0, (kp - k) as i64]);
+                    g.node("Pad", &[x, &pads], vec![])
+                };
+                Ok(g.matmul(&x, &deq))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padding_k_keeps_the_metrics_of_the_real_rows() {
+        let (n, k, bs) = (3, 70, 64);
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
+            .collect();
+        let kp = trt_padded_k(k, bs);
+        assert_eq!(kp, 128);
+        let padded = pad_k(&w, n, k, kp);
+        let q = quantize_trt_int4(WeightView::torch_linear(&padded, n, kp).unwrap(), bs).unwrap();
+        // Padding dequantizes to exact zeros; the real part's metrics equal the padded ones.
+        let deq = q.tensor.dequantize(); // [kp, n]
+        let mut real = Vec::new();
+        let mut orig = Vec::new();
+        for row in 0..n {
+            for col in 0..kp {
+                let d = deq[col * n + row];
+                if col < k {
+                    real.push(d);
+                    orig.push(w[row * k + col]);
+                } else {
+                    assert_eq!(d, 0.0);
+                }
+            }
+        }
+        let m = ove_quant::error_metrics(&orig, &real);
+        assert!((m.relative_frobenius - q.metrics.relative_frobenius).abs() < 1e-12);
+        assert_eq!(m.max_abs, q.metrics.max_abs);
+        assert_eq!(trt_format(k, bs), "dequantizelinear-int4-kpad70to128");
+        assert_eq!(trt_format(128, bs), "dequantizelinear-int4");
     }
 }

@@ -342,7 +342,12 @@ fn check_record(m: &Manifest, q: &Int4Options, expect_tensors: usize) {
     assert_eq!(r.parts, q.parts());
     assert_eq!(r.tensors.len(), expect_tensors, "{:?}", r.tensors);
     for t in &r.tensors {
-        assert_eq!(t.format, q.target.format());
+        assert!(
+            t.format == q.target.format()
+                || (q.target == Int4Target::TensorRt
+                    && t.format.starts_with(ove_exporter::int4::TRT_PADDED_FORMAT)),
+            "{t:?}"
+        );
         assert_eq!(
             (t.bits, t.block_size, t.symmetric),
             (4, q.block_size(), q.symmetric)
@@ -480,26 +485,62 @@ fn asym_with_lm_head_and_vision() {
     assert_eq!(zp, decoder_linears(&mf) + 1, "zero_points inputs");
 }
 
-/// The golden MLP has K = 160, which no TensorRT block size (64, 128) divides: the export
-/// fails naming the tensor, and leaves nothing behind.
+/// The golden MLP has K = 160 and the patch embedding K = 588, which no TensorRT block
+/// size (64, 128) divides: K is zero-padded to whole blocks (weight rows and a `Pad` on the
+/// activation), every Linear is quantized, and the manifest names the padding.
 #[test]
-fn tensorrt_rejects_k_not_multiple_of_block() {
+fn tensorrt_pads_k_to_whole_blocks() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("b");
-    let mut opts = ExportOptions::new(golden("one-image").join("checkpoint"), &out);
-    opts.int4 = Some(Int4Options {
+    let q = Int4Options {
         target: Int4Target::TensorRt,
         block_size: Some(64),
+        vision: true,
         ..Default::default()
-    });
-    let err = format!("{:#}", export(&opts).unwrap_err());
-    assert!(
-        err.contains("model.layers.0.mlp.down_proj.weight") && err.contains("160"),
-        "{err}"
+    };
+    let m = export_to(
+        &golden("one-image").join("checkpoint"),
+        &out,
+        Some(q.clone()),
     );
-    assert!(!out.exists());
-    let names: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
-    assert!(names.is_empty(), "left behind: {names:?}");
+    m.verify_files(&out).unwrap();
+    let layers = m.model.text_config.num_hidden_layers;
+    let vision_linears = 4 * m.model.vision_config.depth + 3;
+    check_record(&m, &q, decoder_linears(&m) + vision_linears);
+    let format = |name: &str| {
+        m.quantization
+            .tensors
+            .iter()
+            .find(|t| t.name == name)
+            .unwrap_or_else(|| panic!("{name} not recorded"))
+            .format
+            .clone()
+    };
+    assert_eq!(
+        format("model.layers.0.mlp.down_proj.weight"),
+        "dequantizelinear-int4-kpad160to192"
+    );
+    assert_eq!(
+        format("visual.patch_embed.proj.weight"),
+        "dequantizelinear-int4-kpad588to640"
+    );
+    assert_eq!(
+        format("model.layers.0.mlp.up_proj.weight"),
+        "dequantizelinear-int4"
+    );
+    let graph = decoder_model(&out).graph.unwrap();
+    let int4 = graph
+        .initializer
+        .iter()
+        .find(|t| t.name.as_deref() == Some("model.layers.0.mlp.down_proj.weight.int4"))
+        .expect("INT4 initializer");
+    assert_eq!(int4.dims[0], 192);
+    let pads = graph
+        .node
+        .iter()
+        .filter(|n| n.op_type.as_deref() == Some("Pad"))
+        .count();
+    assert_eq!(pads, layers, "one Pad per down_proj");
 }
 
 /// The golden one-image checkpoint with the text MLP cut to 128 so every decoder K divides 64.
@@ -604,14 +645,11 @@ fn tensorrt_block64_layout() {
             && n.attribute
                 .iter()
                 .all(|a| a.name.as_deref() != Some("axes"))));
-    // Default block for tensorrt is 128, which 64-wide K does not allow: a clear error.
-    let mut opts = ExportOptions::new(&ck, tmp.path().join("trt128"));
-    opts.int4 = Some(Int4Options {
-        target: Int4Target::TensorRt,
-        ..Default::default()
-    });
-    let err = format!("{:#}", export(&opts).unwrap_err());
-    assert!(err.contains("--block-size 64"), "{err}");
+    // No Pad where every K divides the block.
+    assert!(!graph
+        .node
+        .iter()
+        .any(|n| n.op_type.as_deref() == Some("Pad")));
 }
 
 #[test]
@@ -650,6 +688,22 @@ fn invalid_int4_options_are_errors() {
             },
             "power of two",
         ),
+        (
+            Int4Options {
+                accuracy_level: 5,
+                ..Default::default()
+            },
+            "0 to 4",
+        ),
+        (
+            Int4Options {
+                target: Int4Target::TensorRt,
+                block_size: Some(64),
+                accuracy_level: 4,
+                ..Default::default()
+            },
+            "--target ort only",
+        ),
     ];
     for (i, (q, want)) in cases.into_iter().enumerate() {
         let mut opts = ExportOptions::new(&ck, tmp.path().join(format!("b{i}")));
@@ -657,4 +711,42 @@ fn invalid_int4_options_are_errors() {
         let err = format!("{:#}", export(&opts).unwrap_err());
         assert!(err.contains(want), "{err}");
     }
+}
+
+/// `--int4-accuracy-level 4` writes MatMulNBits' `accuracy_level` on every node; the
+/// default (0) writes none, so default bundles are unchanged.
+#[test]
+fn accuracy_level_attribute() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = golden("text-only").join("checkpoint");
+    let levels = |q: Int4Options, dir: &str| -> Vec<Option<i64>> {
+        let out = tmp.path().join(dir);
+        export_to(&ck, &out, Some(q));
+        decoder_model(&out)
+            .graph
+            .unwrap()
+            .node
+            .iter()
+            .filter(|n| n.op_type.as_deref() == Some("MatMulNBits"))
+            .map(|n| {
+                n.attribute
+                    .iter()
+                    .find(|a| a.name.as_deref() == Some("accuracy_level"))
+                    .and_then(|a| a.i)
+            })
+            .collect()
+    };
+    let fast = levels(
+        Int4Options {
+            accuracy_level: 4,
+            ..Default::default()
+        },
+        "fast",
+    );
+    assert!(
+        !fast.is_empty() && fast.iter().all(|l| *l == Some(4)),
+        "{fast:?}"
+    );
+    let exact = levels(Int4Options::default(), "exact");
+    assert!(exact.iter().all(Option::is_none), "{exact:?}");
 }

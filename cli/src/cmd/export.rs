@@ -36,7 +36,9 @@ pub struct Args {
     #[arg(long, requires = "int4")]
     pub int4_asym: bool,
     /// Runtime the int4 graph is for: ort (com.microsoft MatMulNBits; also runs on tract)
-    /// or tensorrt (INT4 initializers + opset-21 DequantizeLinear; block 64 or 128).
+    /// or tensorrt (INT4 initializers + opset-21 DequantizeLinear; block 64 or 128, and a
+    /// K that is not a multiple of the block is zero-padded to one, with a Pad on the
+    /// activation: the product is unchanged).
     #[arg(long, default_value = "ort", value_parser = parse_target, requires = "int4")]
     pub target: Int4Target,
     /// Also quantize lm_head.
@@ -48,6 +50,13 @@ pub struct Args {
     /// Quantize the embedding table (not yet supported: the runtime needs a float table).
     #[arg(long, requires = "int4")]
     pub quantize_embeddings: bool,
+    /// MatMulNBits accuracy_level written into the graph (ort target): 0 computes in f32
+    /// (exact; default), 4 lets ONNX Runtime quantize activations to int8 for its fast
+    /// int4 kernels (faster on CPU, slightly less accurate); 1-3 for f32/f16/bf16
+    /// activations where supported. tract ignores it.
+    #[arg(long, value_name = "N", default_value_t = 0,
+          value_parser = clap::value_parser!(u8).range(0..=4), requires = "int4")]
+    pub int4_accuracy_level: u8,
 }
 
 fn parse_target(s: &str) -> Result<Int4Target, String> {
@@ -66,6 +75,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         lm_head: args.quantize_lm_head,
         vision: args.quantize_vision,
         embeddings: args.quantize_embeddings,
+        accuracy_level: args.int4_accuracy_level,
     });
     let opts = ExportOptions {
         checkpoint: args.checkpoint,
