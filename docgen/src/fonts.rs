@@ -63,38 +63,202 @@ macro_rules! font {
 
 /// Every font the generator knows. Training: DejaVu and Liberation; held out: Noto.
 pub const CATALOGUE: &[FontSpec] = &[
-    font!("dejavu-sans", "fonts-dejavu-core", "dejavu", "DejaVuSans.ttf", Sans, false, Train),
-    font!("dejavu-sans-bold", "fonts-dejavu-core", "dejavu", "DejaVuSans-Bold.ttf", Sans, true, Train),
-    font!("dejavu-sans-condensed", "fonts-dejavu-extra", "dejavu", "DejaVuSansCondensed.ttf", Sans, false, Train),
-    font!("dejavu-serif", "fonts-dejavu-core", "dejavu", "DejaVuSerif.ttf", Serif, false, Train),
-    font!("dejavu-serif-bold", "fonts-dejavu-core", "dejavu", "DejaVuSerif-Bold.ttf", Serif, true, Train),
-    font!("dejavu-sans-mono", "fonts-dejavu-core", "dejavu", "DejaVuSansMono.ttf", Mono, false, Train),
-    font!("dejavu-sans-mono-bold", "fonts-dejavu-core", "dejavu", "DejaVuSansMono-Bold.ttf", Mono, true, Train),
-    font!("liberation-sans", "fonts-liberation2", "liberation2", "LiberationSans-Regular.ttf", Sans, false, Train),
-    font!("liberation-sans-bold", "fonts-liberation2", "liberation2", "LiberationSans-Bold.ttf", Sans, true, Train),
-    font!("liberation-serif", "fonts-liberation2", "liberation2", "LiberationSerif-Regular.ttf", Serif, false, Train),
-    font!("liberation-serif-bold", "fonts-liberation2", "liberation2", "LiberationSerif-Bold.ttf", Serif, true, Train),
-    font!("liberation-mono", "fonts-liberation2", "liberation2", "LiberationMono-Regular.ttf", Mono, false, Train),
-    font!("liberation-mono-bold", "fonts-liberation2", "liberation2", "LiberationMono-Bold.ttf", Mono, true, Train),
-    font!("noto-sans", "fonts-noto-core", "noto", "NotoSans-Regular.ttf", Sans, false, Heldout),
-    font!("noto-sans-bold", "fonts-noto-core", "noto", "NotoSans-Bold.ttf", Sans, true, Heldout),
-    font!("noto-sans-display", "fonts-noto-core", "noto", "NotoSansDisplay-Regular.ttf", Sans, false, Heldout),
-    font!("noto-serif", "fonts-noto-core", "noto", "NotoSerif-Regular.ttf", Serif, false, Heldout),
-    font!("noto-serif-bold", "fonts-noto-core", "noto", "NotoSerif-Bold.ttf", Serif, true, Heldout),
-    font!("noto-serif-display", "fonts-noto-core", "noto", "NotoSerifDisplay-Regular.ttf", Serif, false, Heldout),
+    font!(
+        "dejavu-sans",
+        "fonts-dejavu-core",
+        "dejavu",
+        "DejaVuSans.ttf",
+        Sans,
+        false,
+        Train
+    ),
+    font!(
+        "dejavu-sans-bold",
+        "fonts-dejavu-core",
+        "dejavu",
+        "DejaVuSans-Bold.ttf",
+        Sans,
+        true,
+        Train
+    ),
+    font!(
+        "dejavu-sans-condensed",
+        "fonts-dejavu-extra",
+        "dejavu",
+        "DejaVuSansCondensed.ttf",
+        Sans,
+        false,
+        Train
+    ),
+    font!(
+        "dejavu-serif",
+        "fonts-dejavu-core",
+        "dejavu",
+        "DejaVuSerif.ttf",
+        Serif,
+        false,
+        Train
+    ),
+    font!(
+        "dejavu-serif-bold",
+        "fonts-dejavu-core",
+        "dejavu",
+        "DejaVuSerif-Bold.ttf",
+        Serif,
+        true,
+        Train
+    ),
+    font!(
+        "dejavu-sans-mono",
+        "fonts-dejavu-core",
+        "dejavu",
+        "DejaVuSansMono.ttf",
+        Mono,
+        false,
+        Train
+    ),
+    font!(
+        "dejavu-sans-mono-bold",
+        "fonts-dejavu-core",
+        "dejavu",
+        "DejaVuSansMono-Bold.ttf",
+        Mono,
+        true,
+        Train
+    ),
+    font!(
+        "liberation-sans",
+        "fonts-liberation2",
+        "liberation2",
+        "LiberationSans-Regular.ttf",
+        Sans,
+        false,
+        Train
+    ),
+    font!(
+        "liberation-sans-bold",
+        "fonts-liberation2",
+        "liberation2",
+        "LiberationSans-Bold.ttf",
+        Sans,
+        true,
+        Train
+    ),
+    font!(
+        "liberation-serif",
+        "fonts-liberation2",
+        "liberation2",
+        "LiberationSerif-Regular.ttf",
+        Serif,
+        false,
+        Train
+    ),
+    font!(
+        "liberation-serif-bold",
+        "fonts-liberation2",
+        "liberation2",
+        "LiberationSerif-Bold.ttf",
+        Serif,
+        true,
+        Train
+    ),
+    font!(
+        "liberation-mono",
+        "fonts-liberation2",
+        "liberation2",
+        "LiberationMono-Regular.ttf",
+        Mono,
+        false,
+        Train
+    ),
+    font!(
+        "liberation-mono-bold",
+        "fonts-liberation2",
+        "liberation2",
+        "LiberationMono-Bold.ttf",
+        Mono,
+        true,
+        Train
+    ),
+    font!(
+        "noto-sans",
+        "fonts-noto-core",
+        "noto",
+        "NotoSans-Regular.ttf",
+        Sans,
+        false,
+        Heldout
+    ),
+    font!(
+        "noto-sans-bold",
+        "fonts-noto-core",
+        "noto",
+        "NotoSans-Bold.ttf",
+        Sans,
+        true,
+        Heldout
+    ),
+    font!(
+        "noto-sans-display",
+        "fonts-noto-core",
+        "noto",
+        "NotoSansDisplay-Regular.ttf",
+        Sans,
+        false,
+        Heldout
+    ),
+    font!(
+        "noto-serif",
+        "fonts-noto-core",
+        "noto",
+        "NotoSerif-Regular.ttf",
+        Serif,
+        false,
+        Heldout
+    ),
+    font!(
+        "noto-serif-bold",
+        "fonts-noto-core",
+        "noto",
+        "NotoSerif-Bold.ttf",
+        Serif,
+        true,
+        Heldout
+    ),
+    font!(
+        "noto-serif-display",
+        "fonts-noto-core",
+        "noto",
+        "NotoSerifDisplay-Regular.ttf",
+        Serif,
+        false,
+        Heldout
+    ),
 ];
 
 /// Fonts only from the DejaVu packages, present on almost any Debian machine.
 pub fn dejavu() -> Vec<FontSpec> {
-    CATALOGUE.iter().filter(|f| f.dir == "dejavu").copied().collect()
+    CATALOGUE
+        .iter()
+        .filter(|f| f.dir == "dejavu")
+        .copied()
+        .collect()
 }
 
 /// Resolves a font selection: `train`, `heldout`, `all`, `dejavu`, or a comma-separated
 /// list of catalogue names.
 pub fn select(selection: &str) -> Result<Vec<FontSpec>> {
     let fonts: Vec<FontSpec> = match selection {
-        "train" => CATALOGUE.iter().filter(|f| f.split == Split::Train).copied().collect(),
-        "heldout" => CATALOGUE.iter().filter(|f| f.split == Split::Heldout).copied().collect(),
+        "train" => CATALOGUE
+            .iter()
+            .filter(|f| f.split == Split::Train)
+            .copied()
+            .collect(),
+        "heldout" => CATALOGUE
+            .iter()
+            .filter(|f| f.split == Split::Heldout)
+            .copied()
+            .collect(),
         "all" => CATALOGUE.to_vec(),
         "dejavu" => dejavu(),
         list => list
@@ -102,13 +266,17 @@ pub fn select(selection: &str) -> Result<Vec<FontSpec>> {
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(|name| {
-                CATALOGUE.iter().find(|f| f.name == name).copied().with_context(|| {
-                    let known: Vec<&str> = CATALOGUE.iter().map(|f| f.name).collect();
-                    format!(
+                CATALOGUE
+                    .iter()
+                    .find(|f| f.name == name)
+                    .copied()
+                    .with_context(|| {
+                        let known: Vec<&str> = CATALOGUE.iter().map(|f| f.name).collect();
+                        format!(
                         "unknown font {name:?}; use train, heldout, all, dejavu or names from: {}",
                         known.join(", ")
                     )
-                })
+                    })
             })
             .collect::<Result<_>>()?,
     };
@@ -153,4 +321,27 @@ pub fn load(spec: &FontSpec) -> Result<LoadedFont> {
 /// Loads every font of a selection.
 pub fn load_all(specs: &[FontSpec]) -> Result<Vec<LoadedFont>> {
     specs.iter().map(load).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_font_names_its_package() {
+        let spec = FontSpec {
+            name: "ghost",
+            package: "fonts-ghost",
+            dir: "no-such-font-dir",
+            file: "Ghost.ttf",
+            style: Style::Sans,
+            bold: false,
+            split: Split::Heldout,
+        };
+        let msg = format!("{:#}", load(&spec).err().unwrap());
+        assert!(
+            msg.contains("directory") && msg.contains("apt-get install fonts-ghost"),
+            "{msg}"
+        );
+    }
 }

@@ -83,11 +83,39 @@ pub struct ModelArgs {
     /// bundle that was verified before).
     #[arg(long)]
     pub skip_checksums: bool,
+
+    /// ONNX Runtime execution providers, in order of preference: `auto` (tensorrt,cuda,cpu)
+    /// or a comma-separated list, e.g. `cuda` or `tensorrt,cpu`. One the library lacks, or
+    /// that fails to start, is reported and the next is used; the CPU is always the last
+    /// resort. Default: the profile's `providers`, else auto.
+    #[arg(long, value_name = "LIST")]
+    pub ep: Option<String>,
+
+    /// Execution provider profile (TOML, or JSON by extension; keys in targets/README.md).
+    /// Default: BUNDLE/ove-profile.toml or BUNDLE/ove-profile.json when present.
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
+
+    /// Context length to plan for, lower than the bundle's max_context: bounds the TensorRT
+    /// optimization profiles (sequence and past lengths) and so the memory they reserve.
+    #[arg(long, value_name = "N")]
+    pub max_context: Option<usize>,
+
+    /// The GPU for CUDA and TensorRT (default: the profile's device_id, else 0).
+    #[arg(long, value_name = "N")]
+    pub device_id: Option<u32>,
 }
 
 impl ModelArgs {
-    pub fn load_options(&self) -> LoadOptions {
-        LoadOptions {
+    pub fn load_options(&self) -> Result<LoadOptions> {
+        let providers = ove_runtime::providers::resolve_settings(
+            &self.bundle,
+            self.profile.as_deref(),
+            self.ep.as_deref(),
+            self.max_context,
+            self.device_id,
+        )?;
+        Ok(LoadOptions {
             verify: if self.skip_checksums {
                 Verify::SizesOnly
             } else {
@@ -105,16 +133,17 @@ impl ModelArgs {
                         OptLevelArg::All => OrtOptimization::All,
                     },
                     int4_accuracy_level: if self.fast_int4 { 4 } else { 0 },
-                    ..Default::default()
+                    providers,
                 },
             },
-        }
+        })
     }
 
     /// Verifies and loads the bundle, with a spinner on a terminal.
     pub fn load(&self) -> Result<Model> {
+        let options = self.load_options()?;
         let spinner = spinner(format!("loading {}", self.bundle.display()));
-        let model = Model::load(&self.bundle, &self.load_options())
+        let model = Model::load(&self.bundle, &options)
             .with_context(|| format!("cannot run bundle {}", self.bundle.display()));
         spinner.finish_and_clear();
         let model = model?;

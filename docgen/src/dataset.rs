@@ -1,0 +1,238 @@
+//! Datasets on disk: `NAME.png` + `NAME.txt` (the folder format `ove eval` reads) and JSONL
+//! manifests for training.
+//!
+//! Manifests written next to the images (image paths are relative to the manifest):
+//! - `captions.jsonl` — stages 1 / 1.5: `{"images": ["NAME.png"], "caption": TEXT}`
+//! - `ocr.jsonl` — one reading conversation per image, LLaVA style:
+//!   `{"images": ["NAME.png"], "conversations": [{"from": "human", "value": "<image>\nRead all the text in the image."}, {"from": "gpt", "value": TEXT}]}`
+//! - `stage2.jsonl` — the reading conversation with varied instructions, plus one
+//!   conversation per question a document answers ("What is the total?" on receipts, "What
+//!   is the value of FIELD?" on forms).
+//! - `meta.jsonl` — per image: kind, fonts, degradation level, seed and index.
+//!
+//! The trainer's own format is token level (`prompt_ids`, `response_ids`); these text-level
+//! files need the chat template and tokenizer applied before training.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+use image::{ImageEncoder, RgbImage};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+
+use crate::augment::degrade;
+use crate::fonts::{FontSpec, LoadedFont};
+use crate::generate::{generate, Document, Kind};
+
+/// The instruction `ove ocr` uses by default.
+pub const READ_PROMPT: &str = "Read all the text in the image.";
+
+const READ_VARIANTS: &[&str] = &[
+    READ_PROMPT,
+    READ_PROMPT,
+    READ_PROMPT,
+    "Read all the text.",
+    "Transcribe the text in this image, line by line.",
+    "What does this document say? Give the exact text.",
+    "OCR this image.",
+];
+
+/// How much to degrade the pages.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Degradation {
+    /// As rendered.
+    Clean,
+    /// Every page at this level (0..=1).
+    Level(f32),
+    /// Each page at a level drawn uniformly from 0..=1.
+    Mixed,
+}
+
+impl Degradation {
+    /// `clean`, `degraded` (level 0.7), `mixed` or a number in 0..=1.
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "clean" => Degradation::Clean,
+            "degraded" => Degradation::Level(0.7),
+            "mixed" => Degradation::Mixed,
+            n => {
+                let v: f32 = n.parse().with_context(|| {
+                    format!("degradation {n:?}: use clean, degraded, mixed or a level in 0..1")
+                })?;
+                anyhow::ensure!(
+                    (0.0..=1.0).contains(&v),
+                    "degradation level {v} is not in 0..1"
+                );
+                Degradation::Level(v)
+            }
+        })
+    }
+}
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub kinds: Vec<Kind>,
+    pub seed: u64,
+    pub degradation: Degradation,
+}
+
+/// One generated image with its ground truth.
+pub struct Sample {
+    pub name: String,
+    pub index: u64,
+    pub document: Document,
+    pub image: RgbImage,
+    /// Exact text: lines top to bottom, joined with newlines.
+    pub text: String,
+    pub level: f32,
+    /// Catalogue names of the fonts drawn with.
+    pub fonts: Vec<&'static str>,
+    /// The reading instruction chosen for stage 2.
+    pub read_prompt: &'static str,
+}
+
+/// Makes sample `index`: depends only on the seed, the index, the kinds and the fonts.
+pub fn sample(pool: &[LoadedFont], opts: &Options, index: u64) -> Result<Sample> {
+    anyhow::ensure!(!opts.kinds.is_empty(), "no document kinds");
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+    rng.set_stream(index);
+    let kind = opts.kinds[(index % opts.kinds.len() as u64) as usize];
+    let document = generate(kind, pool, &mut rng)?;
+    let clean = document.layout.render(pool);
+    let level = match opts.degradation {
+        Degradation::Clean => 0.0,
+        Degradation::Level(l) => l,
+        Degradation::Mixed => rng.gen_range(0.0..=1.0),
+    };
+    let image = degrade(&clean, level, document.layout.paper, &mut rng);
+    let mut fonts: Vec<&'static str> = Vec::new();
+    for item in &document.layout.items {
+        if let crate::render::Item::Line { segments, .. } = item {
+            for s in segments {
+                let name = pool[s.font].spec.name;
+                if !fonts.contains(&name) {
+                    fonts.push(name);
+                }
+            }
+        }
+    }
+    let read_prompt = READ_VARIANTS[rng.gen_range(0..READ_VARIANTS.len())];
+    Ok(Sample {
+        name: format!("{}-{index:06}", kind.name()),
+        index,
+        text: document.text(),
+        document,
+        image,
+        level,
+        fonts,
+        read_prompt,
+    })
+}
+
+/// PNG bytes (best compression; the same image gives the same bytes).
+pub fn png_bytes(img: &RgbImage) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    PngEncoder::new_with_quality(&mut buf, CompressionType::Best, FilterType::Adaptive)
+        .write_image(
+            img.as_raw(),
+            img.width(),
+            img.height(),
+            image::ExtendedColorType::Rgb8,
+        )
+        .context("encoding PNG")?;
+    Ok(buf)
+}
+
+fn conversation(image: &str, question: &str, answer: &str) -> serde_json::Value {
+    json!({
+        "images": [image],
+        "conversations": [
+            {"from": "human", "value": format!("<image>\n{question}")},
+            {"from": "gpt", "value": answer},
+        ]
+    })
+}
+
+/// What [`write_set`] wrote.
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub images: usize,
+    pub stage2_records: usize,
+}
+
+/// Writes samples `start..start + count` to `out`: images, ground-truth text files and the
+/// manifests (appending to nothing: each manifest is rewritten).
+pub fn write_set(
+    out: &Path,
+    specs: &[FontSpec],
+    opts: &Options,
+    start: u64,
+    count: u64,
+    manifests: bool,
+) -> Result<Summary> {
+    let pool = crate::fonts::load_all(specs)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let open = |name: &str| -> Result<Option<BufWriter<File>>> {
+        if !manifests {
+            return Ok(None);
+        }
+        let p = out.join(name);
+        Ok(Some(BufWriter::new(
+            File::create(&p).with_context(|| format!("creating {}", p.display()))?,
+        )))
+    };
+    let mut captions = open("captions.jsonl")?;
+    let mut ocr = open("ocr.jsonl")?;
+    let mut stage2 = open("stage2.jsonl")?;
+    let mut meta = open("meta.jsonl")?;
+    let mut summary = Summary::default();
+    for index in start..start + count {
+        let s = sample(&pool, opts, index)?;
+        let png = format!("{}.png", s.name);
+        let path = out.join(&png);
+        std::fs::write(&path, png_bytes(&s.image)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        let txt = out.join(format!("{}.txt", s.name));
+        std::fs::write(&txt, format!("{}\n", s.text))
+            .with_context(|| format!("writing {}", txt.display()))?;
+        summary.images += 1;
+        let line = |w: &mut Option<BufWriter<File>>, v: serde_json::Value| -> Result<()> {
+            if let Some(w) = w {
+                writeln!(w, "{v}")?;
+            }
+            Ok(())
+        };
+        line(&mut captions, json!({"images": [&png], "caption": &s.text}))?;
+        line(&mut ocr, conversation(&png, READ_PROMPT, &s.text))?;
+        line(&mut stage2, conversation(&png, s.read_prompt, &s.text))?;
+        summary.stage2_records += 1;
+        for (q, a) in &s.document.questions {
+            line(&mut stage2, conversation(&png, q, a))?;
+            summary.stage2_records += 1;
+        }
+        line(
+            &mut meta,
+            json!({
+                "image": &png,
+                "kind": s.document.kind,
+                "fonts": &s.fonts,
+                "level": s.level,
+                "seed": opts.seed,
+                "index": s.index,
+                "lines": s.document.layout.line_count(),
+            }),
+        )?;
+    }
+    for w in [&mut captions, &mut ocr, &mut stage2, &mut meta]
+        .into_iter()
+        .flatten()
+    {
+        w.flush()?;
+    }
+    Ok(summary)
+}
