@@ -7,6 +7,8 @@
 //!   [`backend::BackendChoice`];
 //! - [`embed`]: the memory-mapped embedding table and image-pad splicing;
 //! - [`mask`]: positions and the causal attention bias fed to the decoder;
+//! - [`providers`]: ONNX Runtime execution providers (TensorRT -> CUDA -> CPU), their
+//!   options and the profile file (`ove-profile.toml`);
 //! - [`kv`]: the KV cache carried between decoder steps;
 //! - [`sampling`]: greedy and temperature / top-k / top-p sampling;
 //! - [`generate`]: [`Model`]: images, prefill, generation with streaming;
@@ -35,6 +37,7 @@ pub mod embed;
 pub mod generate;
 pub mod kv;
 pub mod mask;
+pub mod providers;
 pub mod sampling;
 pub mod trace;
 
@@ -46,4 +49,5 @@ pub use generate::{
     EncodedImage, FinishReason, GenerateOptions, Generation, LoadOptions, LogitRows, Model,
     Sequence, TextStream, VisionContext,
 };
+pub use providers::{Provider, ProviderSettings};
 pub use sampling::{Sampler, SamplingOptions};

@@ -70,13 +70,8 @@ pub enum OrtOptimization {
     All,
 }
 
-/// Where ONNX Runtime runs the graphs. Only the CPU is wired today; the Jetson's CUDA and
-/// TensorRT providers slot in here (see `backend::ort::register_execution_provider`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum ExecutionProvider {
-    #[default]
-    Cpu,
-}
+/// Where ONNX Runtime runs the graphs: TensorRT, CUDA or the CPU (see [`crate::providers`]).
+pub use crate::providers::Provider as ExecutionProvider;
 
 /// Settings of the ONNX Runtime backend.
 #[derive(Debug, Clone)]
@@ -92,7 +87,9 @@ pub struct OrtOptions {
     /// 4 quantizes activations to int8 (faster, less exact). MatMulNBits nodes written by
     /// the exporter carry their own `accuracy_level` attribute, which this does not change.
     pub int4_accuracy_level: u8,
-    pub execution_provider: ExecutionProvider,
+    /// Execution providers in order of preference, and their options (default: the CPU
+    /// alone; the CLI's `--ep auto` asks for TensorRT, CUDA, CPU).
+    pub providers: crate::providers::ProviderSettings,
 }
 
 impl Default for OrtOptions {
@@ -101,7 +98,7 @@ impl Default for OrtOptions {
             library: None,
             optimization: OrtOptimization::All,
             int4_accuracy_level: 0,
-            execution_provider: ExecutionProvider::Cpu,
+            providers: Default::default(),
         }
     }
 }

@@ -18,6 +18,10 @@
 //! 6. JetPack's places: the system Python's `dist-packages/onnxruntime/capi`
 //!    (`/usr/local/lib/python3*/dist-packages`, `/usr/lib/python3/dist-packages`) and
 //!    `/usr/local/onnxruntime/lib`.
+//!
+//! Execution providers (TensorRT -> CUDA -> CPU) are planned by [`crate::providers::plan`]
+//! (pure, unit-tested) and registered here, per graph, with fallback to the next provider
+//! when one is missing from the library, fails to register, or fails to build the session.
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -25,6 +29,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, Context, Result};
 use ort::environment::Environment;
+use ort::ep::{ArbitrarilyConfigurableExecutionProvider, ExecutionProvider as _};
 use ort::logging::LogLevel;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::{Session, SessionInputValue};
@@ -32,10 +37,11 @@ use ort::value::{DynValue, Tensor, TensorRef};
 
 use super::{
     check_present, check_vision, check_vision_inputs, Backend, BackendKind, BackendOptions,
-    DecoderInputs, Dims, ExecutionProvider, OrtOptimization, VisionInputs, VisionOutput,
+    DecoderInputs, Dims, OrtOptimization, VisionInputs, VisionOutput,
 };
 use crate::bundle::Bundle;
 use crate::kv::{tensor_names, KvCache, KvStore};
+use crate::providers::{self, DeviceInfo, Graph, GraphPlan, Provider, ProviderConfig};
 
 /// The environment variable `ort` itself reads; honoured here first among the automatic places.
 pub const DYLIB_ENV: &str = "ORT_DYLIB_PATH";
@@ -258,15 +264,78 @@ fn ort_err<T, R>(r: std::result::Result<T, ort::Error<R>>) -> Result<T> {
     r.map_err(|e| anyhow!("{e}"))
 }
 
-/// The execution provider's place: CPU needs nothing (ONNX Runtime's fallback). CUDA and
-/// TensorRT on the Jetson will register here, before the CPU fallback.
-fn register_execution_provider(b: SessionBuilder, ep: ExecutionProvider) -> Result<SessionBuilder> {
-    match ep {
-        ExecutionProvider::Cpu => Ok(b),
+/// Whether the loaded ONNX Runtime library was built with `p` (the CPU always is). An error
+/// asking is reported and counts as "no".
+pub fn provider_available(p: Provider) -> bool {
+    let r = match p {
+        Provider::TensorRt => ort::ep::TensorRT::is_available(),
+        Provider::Cuda => ort::ep::CUDA::is_available(),
+        Provider::Cpu => return true,
+    };
+    r.unwrap_or_else(|e| {
+        tracing::warn!("cannot ask ONNX Runtime whether it has {p}: {e}");
+        false
+    })
+}
+
+/// Registers one provider with its option strings. Registration is where a provider whose
+/// libraries are missing (libnvinfer, libcudart, the provider plugin) fails: an error, never
+/// a panic.
+fn register(b: &mut SessionBuilder, c: &ProviderConfig) -> Result<()> {
+    match c.provider {
+        Provider::TensorRt => {
+            let mut ep = ort::ep::TensorRT::default();
+            for (k, v) in &c.options {
+                ep = ep.with_arbitrary_config(k, v);
+            }
+            ort_err(ep.register(b))
+        }
+        Provider::Cuda => {
+            let mut ep = ort::ep::CUDA::default();
+            for (k, v) in &c.options {
+                ep = ep.with_arbitrary_config(k, v);
+            }
+            ort_err(ep.register(b))
+        }
+        // ONNX Runtime's own fallback: always there, nothing to register.
+        Provider::Cpu => Ok(()),
     }
 }
 
-fn session(env: &Environment, path: &Path, opts: &BackendOptions) -> Result<Session> {
+/// Creates the TensorRT cache directory; when that fails the caches are switched off (the
+/// engines are then rebuilt at every start, which is slow but works).
+fn with_cache_dir(c: &ProviderConfig, graph: Graph) -> ProviderConfig {
+    let Some(dir) = c
+        .option("trt_engine_cache_path")
+        .or_else(|| c.option("trt_timing_cache_path"))
+    else {
+        return c.clone();
+    };
+    match std::fs::create_dir_all(dir) {
+        Ok(()) => {
+            tracing::debug!("{graph}.onnx: TensorRT caches in {dir}");
+            c.clone()
+        }
+        Err(e) => {
+            tracing::warn!(
+                "{graph}.onnx: cannot create the TensorRT cache directory {dir} ({e}); \
+                 engines will be rebuilt at every start (set tensorrt.cache_dir in the profile)"
+            );
+            let mut c = c.clone();
+            c.options
+                .retain(|(k, _)| k != "trt_engine_cache_path" && k != "trt_timing_cache_path");
+            for (k, v) in &mut c.options {
+                if k == "trt_engine_cache_enable" || k == "trt_timing_cache_enable" {
+                    *v = "0".into();
+                }
+            }
+            c
+        }
+    }
+}
+
+/// A session builder with the settings every graph gets (no providers yet).
+fn base_builder(env: &Environment, opts: &BackendOptions) -> Result<SessionBuilder> {
     let level = match opts.ort.optimization {
         OrtOptimization::Disable => GraphOptimizationLevel::Disable,
         OrtOptimization::Basic => GraphOptimizationLevel::Level1,
@@ -283,15 +352,100 @@ fn session(env: &Environment, path: &Path, opts: &BackendOptions) -> Result<Sess
         b = ort_err(b.with_intra_threads(n))?;
     }
     b = ort_err(b.with_config_entry(INT4_ACCURACY_KEY, acc.to_string()))?;
-    b = register_execution_provider(b, opts.ort.execution_provider)?;
-    ort_err(b.commit_from_file(path))
-        .with_context(|| format!("ONNX Runtime cannot load {}", path.display()))
+    Ok(b)
+}
+
+/// Opens one graph with the planned providers. A provider that fails to register is
+/// reported and skipped; when the session cannot be created with a GPU provider (a TensorRT
+/// engine build that fails, say), it is retried without that provider, down to the CPU.
+/// Returns the session and the providers it was created with (CPU last).
+fn session(
+    env: &Environment,
+    path: &Path,
+    opts: &BackendOptions,
+    plan: &GraphPlan,
+) -> Result<(Session, Vec<Provider>)> {
+    let graph = plan.graph;
+    // With the automatic order a provider the library lacks is expected (the CPU-only
+    // wheel): a debug line. One asked for by name is worth a warning.
+    let asked = opts.ort.providers.explicit;
+    for note in &plan.notes {
+        if asked {
+            tracing::warn!("{graph}.onnx: {note}");
+        } else {
+            tracing::debug!("{graph}.onnx: {note}");
+        }
+    }
+    let mut start = 0;
+    loop {
+        let mut b = base_builder(env, opts)?;
+        let mut registered: Vec<(usize, Provider)> = Vec::new();
+        for (i, c) in plan.providers.iter().enumerate().skip(start) {
+            if c.provider == Provider::Cpu {
+                break;
+            }
+            let c = if c.provider == Provider::TensorRt {
+                with_cache_dir(c, graph)
+            } else {
+                c.clone()
+            };
+            match register(&mut b, &c) {
+                Ok(()) => registered.push((i, c.provider)),
+                Err(e) => tracing::warn!(
+                    "{graph}.onnx: {} could not be registered ({e:#}); trying the next provider",
+                    c.provider
+                ),
+            }
+        }
+        let result = ort_err(b.commit_from_file(path))
+            .with_context(|| format!("ONNX Runtime cannot load {}", path.display()));
+        match result {
+            Ok(s) => {
+                let mut used: Vec<Provider> = registered.iter().map(|&(_, p)| p).collect();
+                used.push(Provider::Cpu);
+                let list = used
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" -> ");
+                if used.len() > 1 {
+                    tracing::info!("{graph}.onnx: execution providers {list}");
+                } else {
+                    tracing::debug!("{graph}.onnx: execution providers {list}");
+                }
+                return Ok((s, used));
+            }
+            Err(e) => match registered.first() {
+                Some(&(i, p)) => {
+                    tracing::warn!(
+                        "{graph}.onnx: the session failed with {p} ({e:#}); retrying without it"
+                    );
+                    start = i + 1;
+                }
+                None => return Err(e),
+            },
+        }
+    }
+}
+
+/// `vision: TensorRT, decoder: CUDA` (the first provider of each graph).
+fn describe_providers(vision: &[Provider], decoder: &[Provider]) -> String {
+    let first = |v: &[Provider]| v.first().copied().unwrap_or(Provider::Cpu);
+    let (a, b) = (first(vision), first(decoder));
+    if a == b {
+        a.to_string()
+    } else {
+        format!("vision: {a}, decoder: {b}")
+    }
 }
 
 /// ONNX Runtime on a bundle: one session per graph, reused across calls.
 pub struct OrtBackend {
     dims: Dims,
     library: PathBuf,
+    /// The providers each session was created with, in order (CPU last).
+    vision_providers: Vec<Provider>,
+    decoder_providers: Vec<Provider>,
     threads: Option<usize>,
     vision: Session,
     decoder: Session,
@@ -303,13 +457,25 @@ impl OrtBackend {
     /// Loads the library (once per process) and both graphs.
     pub fn load(bundle: &Bundle, opts: &BackendOptions, library: &Path) -> Result<Self> {
         let env = environment(library)?;
-        let dims = Dims::from_manifest(bundle.manifest());
-        let vision = session(&env, &bundle.vision().path, opts)?;
-        let decoder = session(&env, &bundle.decoder().path, opts)?;
+        let m = bundle.manifest();
+        let dims = Dims::from_manifest(m);
+        let settings = &opts.ort.providers;
+        let device = if settings.order.contains(&Provider::TensorRt) {
+            DeviceInfo::detect()
+        } else {
+            DeviceInfo::default()
+        };
+        let plan = |g| providers::plan(m, settings, g, bundle.dir(), &device, &provider_available);
+        let (vision, vision_providers) =
+            session(&env, &bundle.vision().path, opts, &plan(Graph::Vision))?;
+        let (decoder, decoder_providers) =
+            session(&env, &bundle.decoder().path, opts, &plan(Graph::Decoder))?;
         let (past, present) = tensor_names(dims.kv.layers);
         Ok(Self {
             dims,
             library: library.to_path_buf(),
+            vision_providers,
+            decoder_providers,
             threads: opts.threads,
             vision,
             decoder,
@@ -346,7 +512,8 @@ impl Backend for OrtBackend {
 
     fn describe(&self) -> String {
         format!(
-            "ONNX Runtime (CPU, {} threads) from {}",
+            "ONNX Runtime ({}, {} threads) from {}",
+            describe_providers(&self.vision_providers, &self.decoder_providers),
             self.threads
                 .map(|n| n.to_string())
                 .unwrap_or_else(|| "default".into()),
@@ -481,6 +648,86 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn providers_the_library_lacks_fail_to_register_cleanly() {
+        // Needs an ONNX Runtime library (the project's .venv has the CPU-only wheel);
+        // without one there is nothing to check here.
+        let Ok(lib) = find_library(None) else { return };
+        let Ok(env) = environment(&lib) else { return };
+        let opts = BackendOptions::default();
+        for (p, opts) in [
+            (
+                Provider::TensorRt,
+                vec![
+                    ("trt_fp16_enable".to_string(), "1".to_string()),
+                    ("trt_profile_min_shapes".into(), "x:1".into()),
+                ],
+            ),
+            (Provider::Cuda, vec![("device_id".into(), "0".into())]),
+        ] {
+            let available = provider_available(p);
+            let mut b = base_builder(&env, &BackendOptions::default()).unwrap();
+            let r = register(
+                &mut b,
+                &ProviderConfig {
+                    provider: p,
+                    options: opts,
+                },
+            );
+            if !available {
+                // A library without the provider: an error to report, not a crash.
+                let e = r.expect_err("registering a provider the library lacks");
+                assert!(!format!("{e:#}").is_empty());
+            }
+        }
+        let mut b = base_builder(&env, &opts).unwrap();
+        let cpu = ProviderConfig {
+            provider: Provider::Cpu,
+            options: Vec::new(),
+        };
+        register(&mut b, &cpu).unwrap();
+    }
+
+    #[test]
+    fn unusable_cache_dirs_switch_the_caches_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"").unwrap();
+        let c = ProviderConfig {
+            provider: Provider::TensorRt,
+            options: vec![
+                ("trt_engine_cache_enable".into(), "1".into()),
+                (
+                    "trt_engine_cache_path".into(),
+                    file.join("sub").display().to_string(),
+                ),
+                ("trt_timing_cache_enable".into(), "1".into()),
+            ],
+        };
+        let off = with_cache_dir(&c, Graph::Vision);
+        assert_eq!(off.option("trt_engine_cache_enable"), Some("0"));
+        assert_eq!(off.option("trt_timing_cache_enable"), Some("0"));
+        assert_eq!(off.option("trt_engine_cache_path"), None);
+        let good = dir.path().join("cache/key").display().to_string();
+        let mut c2 = c.clone();
+        c2.options[1].1 = good.clone();
+        assert_eq!(with_cache_dir(&c2, Graph::Vision), c2);
+        assert!(Path::new(&good).is_dir());
+    }
+
+    #[test]
+    fn provider_descriptions() {
+        use Provider::*;
+        assert_eq!(
+            describe_providers(&[TensorRt, Cuda, Cpu], &[TensorRt, Cpu]),
+            "TensorRT"
+        );
+        assert_eq!(
+            describe_providers(&[Cuda, Cpu], &[Cpu]),
+            "vision: CUDA, decoder: CPU"
+        );
     }
 
     #[test]
