@@ -8,13 +8,18 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use ove_core::checkpoint::{Checkpoint, GENERATION_FILE, PREPROCESSOR_FILE, TOKENIZER_FILE};
-use ove_core::manifest::{file_entry, Graphs, Manifest, Quantization, TokenIds, SCHEMA_VERSION};
+use ove_core::manifest::{
+    file_entry, Graphs, Manifest, Quantization, QuantizedTensor, TokenIds, SCHEMA_VERSION,
+};
 use ove_core::ModelConfig;
+use ove_quant::{
+    quantize_gather_block_quantized, GatherBlockQuantizedConfig, GatherBlockQuantizedWeight,
+};
 use tracing::{info, warn};
 
 use crate::data_file::DataFile;
 use crate::graph::{GraphBuilder, OPSET};
-use crate::int4::{Int4Linear, Int4Target};
+use crate::int4::{Int4Linear, Int4Options, Int4Target};
 use crate::nn::{Ctx, DenseLinear, LinearEmitter};
 use crate::weights::Weights;
 use crate::{Dtype, ExportOptions, ExportReport};
@@ -26,6 +31,17 @@ pub const TRT_OPSET: i64 = 21;
 pub const EMBEDDINGS_FILE: &str = "embed_tokens.safetensors";
 /// Tensor name inside [`EMBEDDINGS_FILE`].
 pub const EMBEDDINGS_TENSOR: &str = "embed_tokens";
+/// The tensors of a quantized (`--quantize-embeddings`) [`EMBEDDINGS_FILE`], in the
+/// `com.microsoft::GatherBlockQuantized` layout of `ove_quant::GatherBlockQuantizedWeight`:
+/// uint8 codes `[V, H / 2]`, f32 scales `[V, ceil(H / block)]`, and for an asymmetric table
+/// uint8 zero points `[V, ceil(blocks / 2)]` (absent: zero point 8).
+pub const EMBEDDINGS_QDATA: &str = "embed_tokens.qdata";
+pub const EMBEDDINGS_SCALES: &str = "embed_tokens.scales";
+pub const EMBEDDINGS_ZERO_POINTS: &str = "embed_tokens.zero_points";
+/// Manifest / safetensors-metadata format name of a quantized embedding table.
+pub const EMBEDDINGS_QUANT_FORMAT: &str = "gatherblockquantized";
+/// The checkpoint tensor of the embedding table.
+const EMBED_WEIGHT: &str = "model.embed_tokens.weight";
 
 /// Exports a checkpoint directory to a bundle directory (see the crate docs).
 pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
@@ -236,7 +252,19 @@ fn write_bundle(
     };
     tracing::debug!(vision_opset, decoder_opset, "graph opsets");
     weights.progress.set_message("embed");
-    write_embeddings(dir, &weights, cfg)?;
+    let mut quantization = quantization;
+    match &opts.int4 {
+        Some(q) if q.embeddings => {
+            let record = write_quantized_embeddings(dir, &weights, cfg, q)?;
+            info!(
+                rel_frobenius = record.rel_frobenius_error,
+                max_abs = record.max_abs_error,
+                "embedding table quantized"
+            );
+            quantization.tensors.push(record);
+        }
+        _ => write_embeddings(dir, &weights, cfg)?,
+    }
     weights.progress.finish_with_message("done");
     let tensors = weights.progress.position();
 
@@ -325,7 +353,7 @@ fn build_graph(
 fn write_embeddings(dir: &Path, weights: &Weights, cfg: &ModelConfig) -> Result<()> {
     let t = &cfg.text_config;
     let shape = vec![t.vocab_size, t.hidden_size];
-    let bytes = weights.converted("model.embed_tokens.weight", &shape)?;
+    let bytes = weights.converted(EMBED_WEIGHT, &shape)?;
     let dtype = match weights.dtype {
         Dtype::F32 => safetensors::Dtype::F32,
         Dtype::F16 => safetensors::Dtype::F16,
@@ -333,6 +361,81 @@ fn write_embeddings(dir: &Path, weights: &Weights, cfg: &ModelConfig) -> Result<
     let view = safetensors::tensor::TensorView::new(dtype, shape, &bytes)?;
     let path = dir.join(EMBEDDINGS_FILE);
     safetensors::serialize_to_file([(EMBEDDINGS_TENSOR, view)], None, &path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// `embed_tokens.safetensors` quantized for `GatherBlockQuantized` (`--quantize-embeddings`):
+/// the table is read as f32, quantized along H with the int4 block size and symmetry, and
+/// written as [`EMBEDDINGS_QDATA`], [`EMBEDDINGS_SCALES`] and (asymmetric)
+/// [`EMBEDDINGS_ZERO_POINTS`], with metadata `format`, `bits`, `block_size`, `symmetric`.
+/// A tied lm_head is unaffected: the decoder graph took its own copy of the float table.
+fn write_quantized_embeddings(
+    dir: &Path,
+    weights: &Weights,
+    cfg: &ModelConfig,
+    q: &Int4Options,
+) -> Result<QuantizedTensor> {
+    let t = &cfg.text_config;
+    let (v, h) = (t.vocab_size, t.hidden_size);
+    let table = weights.f32(EMBED_WEIGHT, &[v, h])?;
+    let config = GatherBlockQuantizedConfig {
+        block_size: q.block_size(),
+        symmetric: q.symmetric,
+    };
+    let quantized = quantize_gather_block_quantized(&table, v, h, config)
+        .with_context(|| format!("tensor {EMBED_WEIGHT}: quantizing"))?;
+    drop(table);
+    write_gather_block_quantized(&dir.join(EMBEDDINGS_FILE), &quantized.tensor)?;
+    let m = &quantized.metrics;
+    Ok(QuantizedTensor {
+        name: EMBED_WEIGHT.to_string(),
+        format: EMBEDDINGS_QUANT_FORMAT.to_string(),
+        bits: GatherBlockQuantizedWeight::BITS,
+        block_size: config.block_size,
+        symmetric: config.symmetric,
+        rel_frobenius_error: m.relative_frobenius,
+        max_abs_error: m.max_abs,
+    })
+}
+
+/// Writes a quantized embedding table in the layout the runtime's `embed` module reads.
+pub fn write_gather_block_quantized(path: &Path, t: &GatherBlockQuantizedWeight) -> Result<()> {
+    let scales: Vec<u8> = t.scales.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let mut views = vec![
+        (
+            EMBEDDINGS_QDATA,
+            safetensors::tensor::TensorView::new(
+                safetensors::Dtype::U8,
+                t.data_shape().to_vec(),
+                &t.data,
+            )?,
+        ),
+        (
+            EMBEDDINGS_SCALES,
+            safetensors::tensor::TensorView::new(
+                safetensors::Dtype::F32,
+                t.scales_shape().to_vec(),
+                &scales,
+            )?,
+        ),
+    ];
+    if let (Some(zp), Some(shape)) = (&t.zero_points, t.zero_points_shape()) {
+        views.push((
+            EMBEDDINGS_ZERO_POINTS,
+            safetensors::tensor::TensorView::new(safetensors::Dtype::U8, shape.to_vec(), zp)?,
+        ));
+    }
+    let metadata = std::collections::HashMap::from([
+        ("format".to_string(), EMBEDDINGS_QUANT_FORMAT.to_string()),
+        (
+            "bits".to_string(),
+            GatherBlockQuantizedWeight::BITS.to_string(),
+        ),
+        ("block_size".to_string(), t.block_size().to_string()),
+        ("symmetric".to_string(), t.zero_points.is_none().to_string()),
+    ]);
+    safetensors::serialize_to_file(views, Some(metadata), path)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

@@ -91,7 +91,9 @@ pub struct Int4Options {
     pub lm_head: bool,
     /// Also quantize the vision encoder's and merger's Linear layers.
     pub vision: bool,
-    /// Quantize the embedding table (not supported yet: rejected by [`Self::validate`]).
+    /// Also quantize the embedding table (`embed_tokens.safetensors`) to the
+    /// `GatherBlockQuantized` layout, same block size and symmetry; the runtime dequantizes
+    /// only the rows it gathers. A tied lm_head keeps its own (float or `lm_head`) weights.
     pub embeddings: bool,
     /// `MatMulNBits` attribute `accuracy_level` (ort target): 0 (the default, not written)
     /// computes in f32; 1-4 let ONNX Runtime use lower-precision activations (4: int8,
@@ -151,12 +153,6 @@ impl Int4Options {
             bail!(
                 "--int4-accuracy-level is a MatMulNBits attribute: --target ort only \
                  (TensorRT picks its own precision)"
-            );
-        }
-        if self.embeddings {
-            bail!(
-                "--quantize-embeddings is not yet supported: the runtime gathers embeddings from \
-                 the float embed_tokens.safetensors table; export without it"
             );
         }
         Ok(())

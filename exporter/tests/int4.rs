@@ -659,13 +659,6 @@ fn invalid_int4_options_are_errors() {
     let cases = [
         (
             Int4Options {
-                embeddings: true,
-                ..Default::default()
-            },
-            "not yet supported",
-        ),
-        (
-            Int4Options {
                 target: Int4Target::TensorRt,
                 symmetric: false,
                 block_size: Some(64),

@@ -4,6 +4,12 @@
 //! between the gather and the first layer without a second graph, and so that it can be
 //! memory-mapped: only the rows of the tokens actually seen are ever paged in (the released
 //! table is 151936 x 2560, 1.5 GB in f32).
+//!
+//! `ove export --int4 --quantize-embeddings` stores the table in the
+//! `com.microsoft::GatherBlockQuantized` layout instead (see [`QDATA_TENSOR`]): 4-bit codes,
+//! one f32 scale per block of H and optional packed zero points. Only the gathered rows are
+//! dequantized, with the quant crate's formula `(code - zero_point) * scale` (bit-exact with
+//! `ove_quant::GatherBlockQuantizedWeight::gather`).
 
 use std::path::{Path, PathBuf};
 
@@ -12,22 +18,52 @@ use safetensors::tensor::Dtype;
 
 /// The tensor name docs/BUNDLE.md gives the table.
 pub const EMBED_TENSOR: &str = "embed_tokens";
+/// Quantized table: uint8 `[V, H / 2]`, two 4-bit codes per byte, element `(v, h)` at flat
+/// nibble `v * H + h`, low nibble first.
+pub const QDATA_TENSOR: &str = "embed_tokens.qdata";
+/// Quantized table: f32 `[V, ceil(H / block_size)]`.
+pub const SCALES_TENSOR: &str = "embed_tokens.scales";
+/// Quantized table, asymmetric only: uint8 `[V, ceil(blocks / 2)]`, two per byte, low
+/// nibble first, each row padded to whole bytes. Absent: zero point 8.
+pub const ZERO_POINTS_TENSOR: &str = "embed_tokens.zero_points";
+/// safetensors metadata key naming the layout of a quantized table.
+pub const META_FORMAT: &str = "format";
+/// The value of [`META_FORMAT`] for the `GatherBlockQuantized` layout.
+pub const FORMAT_GBQ: &str = "gatherblockquantized";
+/// safetensors metadata keys of a quantized table.
+pub const META_BITS: &str = "bits";
+pub const META_BLOCK_SIZE: &str = "block_size";
+pub const META_SYMMETRIC: &str = "symmetric";
+/// Implicit zero point of a symmetric quantized table (the `MatMulNBits` convention).
+const SYM_ZERO_POINT: u8 = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RowType {
     F32,
     F16,
+    /// 4-bit `GatherBlockQuantized` codes.
+    Int4,
 }
 
-/// A memory-mapped `[V, H]` embedding table stored as f32 or f16.
+/// Byte offsets (in the map) of a quantized table's tensors and its block geometry.
+#[derive(Debug, Clone, Copy)]
+struct QuantLayout {
+    scales: usize,
+    zero_points: Option<usize>,
+    block_size: usize,
+    blocks: usize,
+}
+
+/// A memory-mapped `[V, H]` embedding table stored as f32, f16 or 4-bit blocks.
 pub struct Embeddings {
     path: PathBuf,
     map: memmap2::Mmap,
-    /// Byte offset of row 0 in the map.
+    /// Byte offset of row 0 in the map (of the codes, for a quantized table).
     start: usize,
     vocab: usize,
     hidden: usize,
     row_type: RowType,
+    quant: Option<QuantLayout>,
 }
 
 impl std::fmt::Debug for Embeddings {
@@ -37,8 +73,25 @@ impl std::fmt::Debug for Embeddings {
             .field("vocab", &self.vocab)
             .field("hidden", &self.hidden)
             .field("row_type", &self.row_type)
+            .field("block_size", &self.quant.map(|q| q.block_size))
             .finish()
     }
+}
+
+/// `[begin, end)` of a tensor's data in the map, checked against the map and `bytes`.
+fn data_range(
+    path: &Path,
+    header_len: usize,
+    info: &safetensors::tensor::TensorInfo,
+    name: &str,
+    bytes: usize,
+    map_len: usize,
+) -> Result<usize> {
+    let (begin, end) = info.data_offsets;
+    if end - begin != bytes || 8 + header_len + end > map_len {
+        bail!("{}: {name} data is truncated", path.display());
+    }
+    Ok(8 + header_len + begin)
 }
 
 impl Embeddings {
@@ -52,6 +105,9 @@ impl Embeddings {
             .with_context(|| format!("mapping {}", path.display()))?;
         let (header_len, meta) = safetensors::SafeTensors::read_metadata(&map)
             .map_err(|e| anyhow!("{}: not a valid safetensors file: {e:?}", path.display()))?;
+        if meta.info(EMBED_TENSOR).is_none() && meta.info(QDATA_TENSOR).is_some() {
+            return Self::open_quantized(path, map, header_len, &meta, hidden);
+        }
         let info = meta
             .info(EMBED_TENSOR)
             .ok_or_else(|| anyhow!("{}: no tensor {EMBED_TENSOR:?}", path.display()))?;
@@ -76,12 +132,15 @@ impl Embeddings {
                 path.display()
             );
         }
-        let (begin, end) = info.data_offsets;
-        let start = 8 + header_len + begin;
         let elem = if row_type == RowType::F32 { 4 } else { 2 };
-        if end - begin != vocab * hidden * elem || 8 + header_len + end > map.len() {
-            bail!("{}: {EMBED_TENSOR} data is truncated", path.display());
-        }
+        let start = data_range(
+            path,
+            header_len,
+            info,
+            EMBED_TENSOR,
+            vocab * hidden * elem,
+            map.len(),
+        )?;
         Ok(Self {
             path: path.to_path_buf(),
             map,
@@ -89,6 +148,124 @@ impl Embeddings {
             vocab,
             hidden,
             row_type,
+            quant: None,
+        })
+    }
+
+    /// The `GatherBlockQuantized` layout: codes, scales, optional zero points, with the
+    /// block size (and the format) in the file's metadata.
+    fn open_quantized(
+        path: &Path,
+        map: memmap2::Mmap,
+        header_len: usize,
+        meta: &safetensors::tensor::Metadata,
+        hidden: usize,
+    ) -> Result<Self> {
+        let p = path.display();
+        let md = meta.metadata().clone().unwrap_or_default();
+        let get = |k: &str| {
+            md.get(k)
+                .map(String::as_str)
+                .ok_or_else(|| anyhow!("{p}: quantized embedding table without {k:?} metadata"))
+        };
+        let format = get(META_FORMAT)?;
+        if format != FORMAT_GBQ {
+            bail!("{p}: embedding table format {format:?}; this runtime reads {FORMAT_GBQ:?}");
+        }
+        if let Some(bits) = md.get(META_BITS) {
+            if bits != "4" {
+                bail!("{p}: {bits}-bit embedding table; this runtime reads 4-bit");
+            }
+        }
+        let block_size: usize = get(META_BLOCK_SIZE)?
+            .parse()
+            .map_err(|e| anyhow!("{p}: block_size metadata: {e}"))?;
+        if block_size == 0 {
+            bail!("{p}: block_size metadata is 0");
+        }
+        let tensor = |name: &str, dtype: Dtype| {
+            let info = meta
+                .info(name)
+                .ok_or_else(|| anyhow!("{p}: no tensor {name:?}"))?;
+            if info.dtype != dtype {
+                bail!("{p}: {name} is {:?}, expected {dtype:?}", info.dtype);
+            }
+            let [rows, cols] = info.shape[..] else {
+                bail!("{p}: {name} has shape {:?}, expected 2-D", info.shape);
+            };
+            Ok((info, rows, cols))
+        };
+        let (qinfo, vocab, half) = tensor(QDATA_TENSOR, Dtype::U8)?;
+        if half * 2 != hidden {
+            bail!(
+                "{p}: {QDATA_TENSOR} holds {} columns, the model's hidden size is {hidden}",
+                half * 2
+            );
+        }
+        let blocks = hidden.div_ceil(block_size);
+        let (sinfo, srows, scols) = tensor(SCALES_TENSOR, Dtype::F32)?;
+        if (srows, scols) != (vocab, blocks) {
+            bail!("{p}: {SCALES_TENSOR} has shape [{srows}, {scols}], expected [{vocab}, {blocks}] for block size {block_size}");
+        }
+        let start = data_range(
+            path,
+            header_len,
+            qinfo,
+            QDATA_TENSOR,
+            vocab * half,
+            map.len(),
+        )?;
+        let scales = data_range(
+            path,
+            header_len,
+            sinfo,
+            SCALES_TENSOR,
+            vocab * blocks * 4,
+            map.len(),
+        )?;
+        let zero_points = match meta.info(ZERO_POINTS_TENSOR) {
+            None => None,
+            Some(_) => {
+                let (zinfo, zrows, zcols) = tensor(ZERO_POINTS_TENSOR, Dtype::U8)?;
+                let want = blocks.div_ceil(2);
+                if (zrows, zcols) != (vocab, want) {
+                    bail!("{p}: {ZERO_POINTS_TENSOR} has shape [{zrows}, {zcols}], expected [{vocab}, {want}]");
+                }
+                Some(data_range(
+                    path,
+                    header_len,
+                    zinfo,
+                    ZERO_POINTS_TENSOR,
+                    vocab * want,
+                    map.len(),
+                )?)
+            }
+        };
+        if let Some(sym) = md.get(META_SYMMETRIC) {
+            if (sym == "true") != zero_points.is_none() {
+                bail!(
+                    "{p}: symmetric = {sym} but zero points are {}",
+                    if zero_points.is_some() {
+                        "present"
+                    } else {
+                        "absent"
+                    }
+                );
+            }
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            map,
+            start,
+            vocab,
+            hidden,
+            row_type: RowType::Int4,
+            quant: Some(QuantLayout {
+                scales,
+                zero_points,
+                block_size,
+                blocks,
+            }),
         })
     }
 
@@ -97,6 +274,10 @@ impl Embeddings {
     }
     pub fn hidden(&self) -> usize {
         self.hidden
+    }
+    /// The block size of a quantized (`GatherBlockQuantized`) table; `None` for a float one.
+    pub fn quantized_block_size(&self) -> Option<usize> {
+        self.quant.map(|q| q.block_size)
     }
 
     /// Appends the rows of `ids` to `out` as f32, `[ids.len(), H]`.
@@ -125,9 +306,38 @@ impl Embeddings {
                             .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()),
                     );
                 }
+                RowType::Int4 => self.dequantize_row(row, out),
             }
         }
         Ok(())
+    }
+
+    /// Appends row `row` of a quantized table: `(code - zero_point) * scale` per element,
+    /// the subtraction exact in integers, as `GatherBlockQuantized` (and `ove-quant`) do.
+    fn dequantize_row(&self, row: usize, out: &mut Vec<f32>) {
+        let q = self.quant.expect("quantized layout");
+        let h = self.hidden;
+        let codes = &self.map[self.start + row * h / 2..][..h / 2];
+        let scales = &self.map[q.scales + row * q.blocks * 4..][..q.blocks * 4];
+        let zp_stride = q.blocks.div_ceil(2);
+        let zps = q
+            .zero_points
+            .map(|z| &self.map[z + row * zp_stride..][..zp_stride]);
+        for blk in 0..q.blocks {
+            let s = &scales[blk * 4..blk * 4 + 4];
+            let scale = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+            let zp = match zps {
+                Some(z) => (z[blk / 2] >> (4 * (blk % 2))) & 0x0F,
+                None => SYM_ZERO_POINT,
+            };
+            let zp = i32::from(zp);
+            let end = ((blk + 1) * q.block_size).min(h);
+            out.extend((blk * q.block_size..end).map(|c| {
+                // H is even, so a row starts on a byte: column c is nibble c of the row.
+                let code = (codes[c / 2] >> (4 * (c % 2))) & 0x0F;
+                (i32::from(code) - zp) as f32 * scale
+            }));
+        }
     }
 
     /// The rows of `ids` as a new `[ids.len(), H]` buffer.

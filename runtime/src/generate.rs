@@ -26,6 +26,10 @@ use crate::sampling::{Sampler, SamplingOptions};
 pub struct LoadOptions {
     pub verify: Verify,
     pub backend: BackendOptions,
+    /// A context length below the manifest's `max_context` (`ove run --max-context`): the
+    /// longest sequence, prompt plus generated tokens, this model runs, and so the largest
+    /// KV cache it holds. `None`: the manifest's. Larger than the manifest's: the manifest's.
+    pub max_context: Option<usize>,
 }
 
 /// One image through vision.onnx: the rows that replace its pads.
@@ -131,7 +135,8 @@ pub enum FinishReason {
     /// An eos / end-of-turn id was generated.
     Eos,
     MaxNewTokens,
-    /// The sequence reached the bundle's `max_context`.
+    /// The sequence reached [`Model::max_context`] (the bundle's, or a lower one from
+    /// [`LoadOptions::max_context`]).
     MaxContext,
     /// The callback asked to stop.
     Stopped,
@@ -156,6 +161,8 @@ pub struct Model {
     embeddings: Embeddings,
     dims: Dims,
     eos: Vec<i64>,
+    /// `min(LoadOptions::max_context, manifest max_context)`.
+    max_context: usize,
     load_time: Duration,
 }
 
@@ -164,6 +171,19 @@ impl Model {
     pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Self> {
         let start = Instant::now();
         let bundle = Bundle::open(dir, opts.verify)?;
+        let max_context = match opts.max_context {
+            Some(0) => bail!("max context 0: a sequence needs at least one token"),
+            Some(n) if n > bundle.manifest().max_context => {
+                tracing::warn!(
+                    requested = n,
+                    bundle = bundle.manifest().max_context,
+                    "max context above the bundle's max_context; using the bundle's"
+                );
+                bundle.manifest().max_context
+            }
+            Some(n) => n,
+            None => bundle.manifest().max_context,
+        };
         let dims = Dims::from_manifest(bundle.manifest());
         let embeddings = Embeddings::open(&bundle.embeddings_path()?, dims.hidden)?;
         if embeddings.vocab() < dims.vocab {
@@ -187,6 +207,7 @@ impl Model {
             embeddings,
             dims,
             eos,
+            max_context,
             load_time: start.elapsed(),
         })
     }
@@ -207,8 +228,23 @@ impl Model {
     pub fn load_time(&self) -> Duration {
         self.load_time
     }
+    /// The longest sequence (prompt plus generated tokens) this model runs: the manifest's
+    /// `max_context`, or [`LoadOptions::max_context`] where that is lower.
     pub fn max_context(&self) -> usize {
-        self.manifest().max_context
+        self.max_context
+    }
+
+    /// Where the [`Model::max_context`] limit comes from, for messages.
+    fn context_limit(&self) -> String {
+        if self.max_context < self.manifest().max_context {
+            format!(
+                "the max context of {} this model was loaded with (the bundle allows {})",
+                self.max_context,
+                self.manifest().max_context
+            )
+        } else {
+            format!("the bundle's max_context of {}", self.max_context)
+        }
     }
     pub fn vocab(&self) -> usize {
         self.dims.vocab
@@ -357,16 +393,16 @@ impl Model {
         if total > self.max_context() {
             let image_tokens: usize = images.iter().map(|i| i.tokens).sum();
             bail!(
-                "the prompt is {} tokens ({image_tokens} of them image tokens){}, more than the \
-                 bundle's max_context of {}; use fewer or smaller images, or re-export with a \
-                 larger --max-context",
+                "the prompt is {} tokens ({image_tokens} of them image tokens){}, more than \
+                 {}; use a shorter prompt, fewer or smaller images, or a larger --max-context \
+                 (re-export the bundle with one beyond its own)",
                 ids.len(),
                 if seq.is_empty() {
                     String::new()
                 } else {
                     format!(" after {} earlier tokens", seq.len())
                 },
-                self.max_context()
+                self.context_limit()
             );
         }
         let h = self.dims.hidden;
@@ -407,10 +443,7 @@ impl Model {
     /// Runs one generated token; returns its logits `[V]`.
     pub fn step(&mut self, seq: &mut Sequence, token: i64) -> Result<Vec<f32>> {
         if seq.len() + 1 > self.max_context() {
-            bail!(
-                "the sequence has reached the bundle's max_context of {}",
-                self.max_context()
-            );
+            bail!("the sequence has reached {}", self.context_limit());
         }
         let embeds = self.embeddings.gather(&[token])?;
         let logits = self.run_decoder(&mut seq.cache, &embeds, &[0])?;
@@ -481,6 +514,13 @@ impl Model {
                 break;
             }
             if seq.len() >= self.max_context() {
+                // The chosen token is kept but never run: its KV entry would be past the limit.
+                tracing::warn!(
+                    tokens = seq.len(),
+                    generated = gen.tokens.len(),
+                    "generation stopped: the context is full ({})",
+                    self.context_limit()
+                );
                 gen.finish = FinishReason::MaxContext;
                 break;
             }

@@ -136,6 +136,7 @@ fn load(dir: &Path, args: &Args) -> Result<Model> {
                 ..Default::default()
             },
         },
+        max_context: None,
     };
     let model = Model::load(dir, &opts).with_context(|| format!("cannot run {}", dir.display()))?;
     eprintln!(

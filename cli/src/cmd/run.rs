@@ -96,8 +96,11 @@ pub struct ModelArgs {
     #[arg(long, value_name = "FILE")]
     pub profile: Option<PathBuf>,
 
-    /// Context length to plan for, lower than the bundle's max_context: bounds the TensorRT
-    /// optimization profiles (sequence and past lengths) and so the memory they reserve.
+    /// Context length, lower than the bundle's max_context: the longest sequence (prompt plus
+    /// generated tokens) this run allows, and so the KV cache it holds. A longer prompt is an
+    /// error; generation stops (with a note) when the context is full. Also bounds the
+    /// TensorRT optimization profiles (sequence and past lengths) and the memory they reserve.
+    /// Default: the profile's max_context, else the bundle's.
     #[arg(long, value_name = "N")]
     pub max_context: Option<usize>,
 
@@ -116,6 +119,8 @@ impl ModelArgs {
             self.device_id,
         )?;
         Ok(LoadOptions {
+            // The flag, else the profile's: the same bound as the TensorRT profiles.
+            max_context: providers.max_context,
             verify: if self.skip_checksums {
                 Verify::SizesOnly
             } else {
