@@ -246,8 +246,15 @@ fn pad_k(data: &[f32], n: usize, k: usize, kp: usize) -> Vec<f32> {
     out
 }
 
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+/// The f32 `{name}.scales` initializer of a quantized weight (either layout).
+fn scales_initializer(
+    g: &mut GraphBuilder,
+    name: &str,
+    shape: [usize; 2],
+    scales: &[f32],
+) -> Result<String> {
+    let bytes: Vec<u8> = scales.iter().flat_map(|x| x.to_le_bytes()).collect();
+    g.initializer(&format!("{name}.scales"), data_type::FLOAT, &shape, &bytes)
 }
 
 impl LinearEmitter for Int4Linear<'_> {
@@ -288,12 +295,7 @@ impl LinearEmitter for Int4Linear<'_> {
                 let a = t.attributes();
                 let b =
                     g.initializer(&format!("{name}.q4"), data_type::UINT8, &t.b_shape(), &t.b)?;
-                let s = g.initializer(
-                    &format!("{name}.scales"),
-                    data_type::FLOAT,
-                    &t.scales_shape(),
-                    &f32_bytes(&t.scales),
-                )?;
+                let s = scales_initializer(g, name, t.scales_shape(), &t.scales)?;
                 let mut inputs = vec![x.to_string(), b, s];
                 if let (Some(zp), Some(shape)) = (&t.zero_points, t.zero_points_shape()) {
                     inputs.push(g.initializer(
@@ -349,12 +351,7 @@ impl LinearEmitter for Int4Linear<'_> {
                     &t.data_shape(),
                     &t.data,
                 )?;
-                let s = g.initializer(
-                    &format!("{name}.scales"),
-                    data_type::FLOAT,
-                    &t.scales_shape(),
-                    &f32_bytes(&t.scales),
-                )?;
+                let s = scales_initializer(g, name, t.scales_shape(), &t.scales)?;
                 let deq = g.node(
                     "DequantizeLinear",
                     &[&wq, &s],

@@ -13,6 +13,7 @@
 //! - [`sampling`]: greedy and temperature / top-k / top-p sampling;
 //! - [`generate`]: [`Model`]: images, prefill, generation with streaming;
 //! - [`trace`]: golden cases through a bundle (`ove trace`);
+//! - [`compare`]: logits metrics between two runs (max |diff|, top-1 agreement, KL);
 //! - [`bench`](mod@bench): timing and memory (`ove bench`).
 //!
 //! ```no_run
@@ -33,6 +34,7 @@ compile_error!("ove-runtime needs at least one backend: enable the `tract` or `o
 pub mod backend;
 pub mod bench;
 pub mod bundle;
+pub mod compare;
 pub mod embed;
 pub mod generate;
 pub mod kv;

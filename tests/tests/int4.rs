@@ -18,6 +18,7 @@ use std::sync::{Mutex, OnceLock};
 use common::*;
 use ove_core::tensor_file::Tensor;
 use ove_exporter::{export, Dtype, ExportOptions, Int4Options, Int4Target};
+use ove_runtime::compare;
 use ove_runtime::trace::{trace, Case, TraceOptions};
 use ove_runtime::BackendChoice;
 
@@ -149,40 +150,17 @@ fn run(bundle: &Path, case: &str, backend: BackendChoice) -> BTreeMap<String, Te
     .unwrap_or_else(|e| panic!("{case}: {} on {backend:?}: {e:#}", bundle.display()))
 }
 
-fn argmax(row: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &x) in row.iter().enumerate() {
-        if x > row[best] {
-            best = i;
-        }
-    }
-    best
-}
-
-fn log_softmax(row: &[f32]) -> Vec<f64> {
-    let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-    let lse = row.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln() + m;
-    row.iter().map(|&x| x as f64 - lse).collect()
-}
-
 /// Rows of two `[rows, vocab]` logits with the same argmax, the row count, and the mean
 /// KL(softmax(a) || softmax(b)) over rows.
 fn agreement(a: &Tensor, b: &Tensor) -> (usize, usize, f64) {
     assert_eq!(a.shape(), b.shape(), "logits shape");
     let vocab = *a.shape().last().unwrap();
     let (a, b) = (a.to_f32(), b.to_f32());
-    let rows = a.len() / vocab;
-    let (mut same, mut kl) = (0, 0.0);
-    for (x, y) in a.chunks_exact(vocab).zip(b.chunks_exact(vocab)) {
-        same += usize::from(argmax(x) == argmax(y));
-        let (lx, ly) = (log_softmax(x), log_softmax(y));
-        kl += lx
-            .iter()
-            .zip(&ly)
-            .map(|(p, q)| p.exp() * (p - q))
-            .sum::<f64>();
-    }
-    (same, rows, kl / rows.max(1) as f64)
+    (
+        compare::top1_matches(&a, &b, vocab),
+        a.len() / vocab,
+        compare::mean_kl(&a, &b, vocab),
+    )
 }
 
 /// Runs the f32 and the `v` bundle of every case on `backend` and checks the logits
@@ -203,7 +181,7 @@ fn int4_close_to_f32(v: Variant, backend: BackendChoice) {
         let t = same as f64 / rows as f64;
         (same_all, rows_all) = (same_all + same, rows_all + rows);
         let (gf, gq) = (ids("generated_ids", &f), ids("generated_ids", &q));
-        let prefix = gf.iter().zip(&gq).take_while(|(a, b)| a == b).count();
+        let prefix = compare::same_prefix(&gf, &gq);
         eprintln!(
             "[{label}] {case}: logits max|diff| {d:.4}, top-1 {:.1}% ({same}/{rows} rows), \
              mean KL {kl:.2e}, greedy prefix {prefix}/{}",

@@ -14,6 +14,7 @@ use common::*;
 use ove_core::manifest::Manifest;
 use ove_core::tensor_file::Tensor;
 use ove_exporter::{export, ExportOptions, Int4Options};
+use ove_runtime::compare;
 use ove_runtime::trace::{trace, Case, TraceOptions};
 use ove_runtime::BackendChoice;
 
@@ -68,16 +69,6 @@ fn run(bundle: &Path, backend: BackendChoice) -> BTreeMap<String, Tensor> {
         },
     )
     .unwrap_or_else(|e| panic!("{} on {backend:?}: {e:#}", bundle.display()))
-}
-
-fn argmax(row: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &x) in row.iter().enumerate() {
-        if x > row[best] {
-            best = i;
-        }
-    }
-    best
 }
 
 #[test]
@@ -155,11 +146,7 @@ fn close_to_plain_int4(backend: BackendChoice) {
     let vocab = *a["logits"].shape().last().unwrap();
     let (la, lb) = (a["logits"].to_f32(), b["logits"].to_f32());
     let rows = la.len() / vocab;
-    let same = la
-        .chunks_exact(vocab)
-        .zip(lb.chunks_exact(vocab))
-        .filter(|(x, y)| argmax(x) == argmax(y))
-        .count();
+    let same = compare::top1_matches(&la, &lb, vocab);
     eprintln!(
         "[{CASE} on {backend:?}] int4+embeddings vs int4: logits max|diff| {d:.4}, \
          top-1 {same}/{rows} rows"

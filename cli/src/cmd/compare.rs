@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
+use ove_runtime::compare;
 use ove_runtime::trace::{trace, Case, TraceOptions};
 use ove_runtime::{BackendChoice, BackendOptions, LoadOptions, Model, OrtOptions, Verify};
 
@@ -71,22 +72,6 @@ pub struct CaseDiff {
     pub generated: usize,
 }
 
-fn argmax(row: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &x) in row.iter().enumerate() {
-        if x > row[best] {
-            best = i;
-        }
-    }
-    best
-}
-
-fn log_softmax(row: &[f32]) -> Vec<f64> {
-    let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-    let lse = row.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln() + m;
-    row.iter().map(|&x| x as f64 - lse).collect()
-}
-
 /// Compares `[rows, vocab]` logits and two greedy continuations.
 pub fn diff(a: &[f32], b: &[f32], vocab: usize, gen_a: &[i64], gen_b: &[i64]) -> Result<CaseDiff> {
     if a.len() != b.len() || vocab == 0 || !a.len().is_multiple_of(vocab) {
@@ -97,30 +82,12 @@ pub fn diff(a: &[f32], b: &[f32], vocab: usize, gen_a: &[i64], gen_b: &[i64]) ->
         );
     }
     let rows = a.len() / vocab;
-    let (mut max_abs, mut same, mut kl) = (0f32, 0usize, 0f64);
-    for r in 0..rows {
-        let (ra, rb) = (
-            &a[r * vocab..(r + 1) * vocab],
-            &b[r * vocab..(r + 1) * vocab],
-        );
-        for (x, y) in ra.iter().zip(rb) {
-            max_abs = max_abs.max((x - y).abs());
-        }
-        same += usize::from(argmax(ra) == argmax(rb));
-        let (la, lb) = (log_softmax(ra), log_softmax(rb));
-        kl += la
-            .iter()
-            .zip(&lb)
-            .map(|(p, q)| p.exp() * (p - q))
-            .sum::<f64>();
-    }
-    let same_prefix = gen_a.iter().zip(gen_b).take_while(|(x, y)| x == y).count();
     Ok(CaseDiff {
         rows,
-        max_abs_diff: max_abs,
-        top1: same as f64 / rows.max(1) as f64,
-        mean_kl: kl / rows.max(1) as f64,
-        same_prefix,
+        max_abs_diff: compare::max_abs_diff(a, b),
+        top1: compare::top1_agreement(a, b, vocab),
+        mean_kl: compare::mean_kl(a, b, vocab),
+        same_prefix: compare::same_prefix(gen_a, gen_b),
         generated: gen_a.len().min(gen_b.len()),
     })
 }

@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 
 use ove_core::tensor_file::{read_safetensors, Tensor};
 use ove_exporter::{export, Dtype, ExportOptions};
+use ove_runtime::compare::max_abs_diff;
 use ove_runtime::{BackendChoice, BackendOptions, LoadOptions, Model, OrtOptions};
 
 pub const CASES: [&str; 4] = ["one-image", "two-images", "text-only", "large-image"];
@@ -103,14 +104,6 @@ pub fn load(bundle: &Path, backend: BackendChoice) -> Model {
     }
     Model::load(bundle, &opts)
         .unwrap_or_else(|e| panic!("loading {} on {backend:?}: {e:#}", bundle.display()))
-}
-
-pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// max |diff| of one named tensor between a trace and the golden, shapes checked.
