@@ -7,18 +7,22 @@
 //! - [`merger`]: the 2x2 patch merger (`visual.merger.{ln_q,mlp.0,mlp.2}`);
 //! - [`decoder`]: the Qwen3 decoder (`model.*`, `lm_head`), with a KV cache;
 //! - [`model`]: the whole, image embeddings scattered into the image pads;
+//! - [`device`]: `cpu` / `cuda[:N]` (loads libtorch's CUDA backend);
 //! - [`layers`]: the shared building blocks (linear, norms, rotary);
 //! - [`checkpoint`]: strict loading of Hugging Face checkpoints and saving the same layout;
 //! - [`plot`]: `ove-train plot` (metrics curves as a PNG);
+//! - [`recipe`]: `ove-train tokenizer`, `init`, `prepare` (the default-model recipe);
 //! - [`trace`]: the `ove-train trace` command (golden-case intermediates);
 //! - [`train`]: loss, packing, AdamW, schedule, stage configs, the optimizer step.
 
 pub mod checkpoint;
 pub mod decoder;
+pub mod device;
 pub mod layers;
 pub mod merger;
 pub mod model;
 pub mod plot;
+pub mod recipe;
 pub mod trace;
 pub mod train;
 pub mod vision;

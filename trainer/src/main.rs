@@ -82,9 +82,13 @@ enum Command {
         /// Random seed.
         #[arg(long, default_value_t = 0)]
         seed: i64,
-        /// Train on the GPU when one is available.
+        /// Train on the GPU when one is available (same as `--device cuda` when there is one,
+        /// the CPU otherwise).
         #[arg(long)]
         cuda: bool,
+        /// Device: cpu, cuda or cuda:N (an error when the GPU is not there).
+        #[arg(long, conflicts_with = "cuda")]
+        device: Option<String>,
         /// Resume from a resumable checkpoint: OUT/checkpoints/step-N, or a run's OUT
         /// (its latest). --steps, --seed, the stage and the data must be the same.
         #[arg(long)]
@@ -154,6 +158,50 @@ enum Command {
         #[arg(long)]
         cuda: bool,
     },
+    /// Training throughput: a Qwen3-shaped decoder (text only) on random tokens, warmup then
+    /// timed steps (zero grad, forward, loss, backward, clip, AdamW); prints tokens/s and
+    /// MFU = 6 x parameters x tokens / seconds / peak.
+    BenchTrain {
+        /// Shape: qwen3-1.7b (1.72B parameters), qwen3-0.6b or tiny.
+        #[arg(long, default_value = "qwen3-1.7b")]
+        preset: String,
+        /// Override the preset's number of layers.
+        #[arg(long)]
+        layers: Option<usize>,
+        /// Tokens per row.
+        #[arg(long, default_value_t = 8192)]
+        seq_len: i64,
+        /// Rows per step.
+        #[arg(long, default_value_t = 1)]
+        batch: i64,
+        /// Untimed steps first.
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// Timed steps.
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// Device: cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Parameter/compute precision: bf16 (f32 master weights in AdamW) or f32.
+        /// Default: bf16 on CUDA, f32 on the CPU.
+        #[arg(long)]
+        dtype: Option<String>,
+        /// Peak TFLOP/s for the MFU (default: 989, H100/H200 SXM dense bf16, on CUDA;
+        /// 1 on the CPU).
+        #[arg(long)]
+        peak_tflops: Option<f64>,
+        /// Learning rate.
+        #[arg(long, default_value_t = 1e-4)]
+        lr: f64,
+        /// Random seed (weights and tokens).
+        #[arg(long, default_value_t = 0)]
+        seed: i64,
+        /// Also time the phases (forward + loss, backward, clip + AdamW), waiting for the
+        /// device between them.
+        #[arg(long)]
+        phase_times: bool,
+    },
     /// Plot a run's metrics.jsonl (loss, lr, grad norm, tokens/s against the step) as a PNG.
     Plot {
         /// The run's metrics: OUT/metrics.jsonl.
@@ -163,6 +211,8 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    #[command(flatten)]
+    Recipe(ove_train::recipe::RecipeCommand),
     /// Load a checkpoint (strict name/shape checks) and save it again, e.g. to change
     /// the dtype or the sharding.
     Resave {
@@ -226,10 +276,19 @@ fn main() -> Result<()> {
             max_shard_bytes,
             seed,
             cuda,
+            device,
             resume,
             stop_after,
             peak_tflops,
         } => {
+            let device = match device {
+                Some(d) => ove_train::device::parse_device(&d)?,
+                None if cuda => {
+                    let _ = ove_train::device::load_torch_cuda();
+                    Device::cuda_if_available()
+                }
+                None => Device::Cpu,
+            };
             let run = TrainRun {
                 checkpoint,
                 stage: StageConfig::load(&stage)?,
@@ -241,11 +300,7 @@ fn main() -> Result<()> {
                     dtype,
                     max_shard_bytes,
                 },
-                device: if cuda {
-                    Device::cuda_if_available()
-                } else {
-                    Device::Cpu
-                },
+                device,
                 seed,
                 resume,
                 stop_after,
@@ -323,6 +378,7 @@ fn main() -> Result<()> {
                 &out,
                 samples_out.as_deref(),
                 if cuda {
+                    let _ = ove_train::device::load_torch_cuda();
                     Device::cuda_if_available()
                 } else {
                     Device::Cpu
@@ -338,6 +394,85 @@ fn main() -> Result<()> {
             );
             println!("weights written to {}", out.display());
         }
+        Command::BenchTrain {
+            preset,
+            layers,
+            seq_len,
+            batch,
+            warmup,
+            steps,
+            device,
+            dtype,
+            peak_tflops,
+            lr,
+            seed,
+            phase_times,
+        } => {
+            let device = ove_train::device::parse_device(&device)?;
+            let mut text = ove_train::train::bench::preset(&preset)?;
+            if let Some(l) = layers {
+                text.num_hidden_layers = l;
+            }
+            let bf16 = match dtype.as_deref() {
+                None => device != Device::Cpu,
+                Some("bf16") => true,
+                Some("f32") => false,
+                Some(other) => anyhow::bail!("--dtype {other:?}: expected bf16 or f32"),
+            };
+            let peak_flops = peak_tflops.map_or_else(
+                || ove_train::train::run::default_peak_flops(device),
+                |t| t * 1e12,
+            );
+            let cfg = ove_train::train::bench::BenchConfig {
+                text,
+                seq_len,
+                batch,
+                warmup,
+                steps,
+                bf16,
+                lr,
+                grad_clip: 1.0,
+                peak_flops,
+                seed,
+                phase_times,
+            };
+            let r = ove_train::train::bench::run_bench(&cfg, device)?;
+            let t = &cfg.text;
+            let mean = r.step_seconds.iter().sum::<f64>() / r.step_seconds.len() as f64;
+            println!(
+                "ove-train bench-train: {preset} text-only decoder (hidden {}, {} layers, {} q / {} kv heads x {}, MLP {}, vocab {}, tied {}), {:.3}B parameters",
+                t.hidden_size,
+                t.num_hidden_layers,
+                t.num_attention_heads,
+                t.num_key_value_heads,
+                t.head_dim(),
+                t.intermediate_size,
+                t.vocab_size,
+                t.tie_word_embeddings,
+                r.params as f64 / 1e9
+            );
+            println!(
+                "device {device:?}, {}, batch {batch} x {seq_len} tokens, {warmup} warmup + {steps} timed steps, loss {:.4} -> {:.4}",
+                if bf16 { "bf16 params+compute, f32 AdamW master weights/moments" } else { "f32" },
+                r.losses.first().copied().unwrap_or(f64::NAN),
+                r.losses.last().copied().unwrap_or(f64::NAN),
+            );
+            println!(
+                "RESULT impl=ove-train params={} tokens_per_step={} step_ms={:.1} tokens_per_s={:.0} mfu={:.2}% peak_tflops={:.0}",
+                r.params,
+                r.tokens_per_step,
+                mean * 1e3,
+                r.tokens_per_s,
+                r.mfu * 100.0,
+                r.peak_flops / 1e12
+            );
+            if let Some([f, b, o]) = r.phase_ms {
+                println!(
+                    "PHASES impl=ove-train forward+loss_ms={f:.1} backward_ms={b:.1} clip+adamw_ms={o:.1}"
+                );
+            }
+        }
+        Command::Recipe(c) => c.run()?,
         Command::Plot { metrics, out } => {
             let n = ove_train::plot::plot(&metrics, &out)?;
             println!("{n} steps plotted to {}", out.display());

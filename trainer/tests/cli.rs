@@ -145,3 +145,32 @@ fn train_stage1_end_to_end() {
     assert!(out.join("preprocessor_config.json").is_file());
     ove_core::checkpoint::Checkpoint::open(&out).unwrap();
 }
+
+#[test]
+fn bench_train_runs_a_tiny_config_on_the_cpu() {
+    let out = ove_train(&[
+        "bench-train",
+        "--preset",
+        "tiny",
+        "--seq-len",
+        "32",
+        "--warmup",
+        "1",
+        "--steps",
+        "2",
+        "--device",
+        "cpu",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("RESULT impl=ove-train"))
+        .unwrap_or_else(|| panic!("no RESULT line:\n{text}"));
+    assert!(line.contains("tokens_per_step=32"), "{line}");
+    assert!(line.contains("mfu="), "{line}");
+    let bad = Command::new(env!("CARGO_BIN_EXE_ove-train"))
+        .args(["bench-train", "--preset", "tiny", "--device", "tpu"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+}

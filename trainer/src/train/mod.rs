@@ -2,6 +2,7 @@
 //! - [`loss`]: sum of token losses over the target tokens / their count;
 //! - [`packing`]: samples -> one packed row (block-diagonal causal attention, positions
 //!   restarting at 0 per sample, each image attending only to itself);
+//! - [`bench`]: `ove-train bench-train`: step throughput and MFU on random tokens;
 //! - [`balance`]: `ove-train balance`: top-k concepts, inverse-frequency weights, draws;
 //! - [`binpack`]: offline packing over sample lengths (exact fits, then greedy fills);
 //! - [`pack_manifest`]: `ove-train pack`: manifest lengths, shards and report;
@@ -14,6 +15,7 @@
 //! - [`run`]: the loop behind `ove-train train`.
 
 pub mod balance;
+pub mod bench;
 pub mod binpack;
 pub mod data;
 pub mod loss;

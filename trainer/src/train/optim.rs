@@ -1,6 +1,10 @@
 //! AdamW (decoupled weight decay, as `torch.optim.AdamW`) over the trainable parameters
 //! only, and global-norm gradient clipping.
 //!
+//! Low-precision (bf16/f16) parameters get an f32 master copy here: the update is computed
+//! and accumulated in f32 on the master, and the parameter receives its rounded value, so
+//! small updates are not lost to bf16 rounding. f32 parameters are updated in place.
+//!
 //! Frozen parameters (`requires_grad` false, see [`crate::train::stage::set_trainable`])
 //! get no gradient and no optimizer state: the optimizer never sees them.
 
@@ -35,6 +39,8 @@ pub struct ParamState {
     pub decay: bool,
     pub exp_avg: Tensor,
     pub exp_avg_sq: Tensor,
+    /// f32 master weights of a bf16/f16 parameter (`None` for f32 parameters).
+    pub master: Option<Tensor>,
 }
 
 #[derive(Debug)]
@@ -60,6 +66,8 @@ impl AdamW {
                 decay: param.dim() >= 2,
                 exp_avg: param.zeros_like().to_kind(Kind::Float),
                 exp_avg_sq: param.zeros_like().to_kind(Kind::Float),
+                master: (param.kind() != Kind::Float && param.kind() != Kind::Double)
+                    .then(|| param.detach().to_kind(Kind::Float)),
                 name,
                 param,
             })
@@ -113,22 +121,29 @@ impl AdamW {
                     continue;
                 }
                 let grad = grad.to_kind(Kind::Float);
+                let mut target = match &p.master {
+                    Some(m) => m.shallow_clone(),
+                    None => p.param.shallow_clone(),
+                };
                 if p.decay && c.weight_decay != 0.0 {
-                    let _ = p.param.g_mul_scalar_(1.0 - lr * c.weight_decay);
+                    let _ = target.g_mul_scalar_(1.0 - lr * c.weight_decay);
                 }
                 // m = b1 m + (1 - b1) g ; v = b2 v + (1 - b2) g^2
-                let _ = p
-                    .exp_avg
-                    .g_mul_scalar_(c.beta1)
-                    .g_add_(&(&grad * (1.0 - c.beta1)));
-                let _ = p
-                    .exp_avg_sq
-                    .g_mul_scalar_(c.beta2)
-                    .g_add_(&(grad.square() * (1.0 - c.beta2)));
-                // p -= lr / bias1 * m / (sqrt(v / bias2) + eps)
-                let denom = (&p.exp_avg_sq / bias2).sqrt() + c.eps;
-                let update = (&p.exp_avg / denom) * (lr / bias1);
-                let _ = p.param.g_sub_(&update.to_kind(p.param.kind()));
+                let _ = p.exp_avg.lerp_(&grad, 1.0 - c.beta1);
+                let _ = p.exp_avg_sq.lerp_(&grad.square(), 1.0 - c.beta2);
+                // p -= lr / bias1 * m / (sqrt(v / bias2) + eps), written as
+                // p += m / (-(bias1 / lr) (sqrt(v) / sqrt(bias2) + eps)) to save passes.
+                if lr != 0.0 {
+                    let k = -bias1 / lr;
+                    let mut denom = p.exp_avg_sq.sqrt();
+                    let _ = denom
+                        .g_mul_scalar_(k / bias2.sqrt())
+                        .g_add_scalar_(k * c.eps);
+                    let _ = target.addcdiv_(&p.exp_avg, &denom);
+                }
+                if p.master.is_some() {
+                    p.param.copy_(&target);
+                }
             }
         });
     }
@@ -148,7 +163,14 @@ pub fn clip_grad_norm(params: &[Tensor], max_norm: f64) -> f64 {
     let total = tch::no_grad(|| {
         let sq: Vec<Tensor> = grads
             .iter()
-            .map(|g| g.to_kind(Kind::Float).square().sum(Kind::Float))
+            .map(|g| {
+                if g.kind() == Kind::Float {
+                    g.square().sum(Kind::Float)
+                } else {
+                    // bf16/f16: accumulate in f32 without an f32 copy of the gradient.
+                    g.norm_scalaropt_dtype(2.0, Kind::Float).square()
+                }
+            })
             .collect();
         Tensor::stack(&sq, 0)
             .sum(Kind::Float)
