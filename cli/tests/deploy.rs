@@ -549,6 +549,67 @@ fn deploy_over_ssh_is_verified_idempotent_and_repairs() {
     }
 }
 
+/// `--warm` runs the deployed bundle once on the device: a real bundle (the golden one-image
+/// checkpoint exported by this `ove`) must load and bench there.
+#[test]
+fn warm_runs_the_deployed_bundle_on_the_device() {
+    let golden =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden/one-image/checkpoint");
+    assert!(
+        golden.is_dir(),
+        "golden data missing at {}",
+        golden.display()
+    );
+    let server = start_sshd();
+    let work = tempfile::tempdir().unwrap();
+    let bundle = work.path().join("golden");
+    let export = ove(
+        &[
+            os("export"),
+            os("--checkpoint"),
+            os(&golden),
+            os("--out"),
+            os(&bundle),
+        ],
+        None,
+    );
+    assert!(export.status.success(), "{export}");
+    let dir = work.path().join("device");
+    let host = format!("{}@127.0.0.1", server.user);
+    let port = server.port.to_string();
+    let run = ove(
+        &[
+            os("deploy"),
+            os("--host"),
+            os(&host),
+            os("--port"),
+            os(&port),
+            os("--identity"),
+            os(&server.key),
+            os("--ssh-option"),
+            os("StrictHostKeyChecking=no"),
+            os("--ssh-option"),
+            os("UserKnownHostsFile=/dev/null"),
+            os("--ssh-option"),
+            os("LogLevel=ERROR"),
+            os("--bundle"),
+            os(&bundle),
+            os("--dir"),
+            os(&dir),
+            os("--binary"),
+            os(OVE),
+            os("--warm"),
+        ],
+        None,
+    );
+    assert!(run.status.success(), "{run}");
+    assert!(run.stderr.contains("warming"), "{run}");
+    assert!(
+        run.stderr.contains("prefill"),
+        "the device's bench report is missing:\n{run}"
+    );
+}
+
 #[test]
 fn unreachable_host_is_a_clear_error() {
     require("ssh", &[], "openssh-client");

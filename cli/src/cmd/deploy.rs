@@ -74,6 +74,11 @@ pub struct Args {
     /// of the bundle); needs root on the device or passwordless sudo.
     #[arg(long, requires = "bundle")]
     service: bool,
+    /// After verifying, run `ove bench` once on the device over ssh, so that ONNX Runtime
+    /// builds and caches the TensorRT engines next to the bundle (the first run on a Jetson
+    /// can take minutes; later loads reuse the cache).
+    #[arg(long, requires = "bundle")]
+    warm: bool,
     /// Unit template to install instead of the built-in one (same @PLACEHOLDERS@).
     #[arg(long, requires = "service", value_name = "FILE")]
     unit: Option<PathBuf>,
@@ -256,6 +261,24 @@ pub fn run(args: Args) -> Result<ExitCode> {
             args.host,
             bad.join("\n  ")
         );
+    }
+
+    // --- engine-cache warm-up ---------------------------------------------------------------
+    if args.warm {
+        let b = bundle.as_ref().expect("clap: --warm requires --bundle");
+        let bundle_dir = format!("{abs_dir}/bundles/{}", b.name);
+        eprintln!(
+            "warming {bundle_dir} on the device (ove bench builds the TensorRT engine cache)"
+        );
+        let report = ssh.run_ok(
+            &format!(
+                "cd -- {} && ./bin/ove bench --bundle {} --decode-tokens 1",
+                sh_quote(&abs_dir),
+                sh_quote(&bundle_dir)
+            ),
+            "warming the bundle (ove bench on the device)",
+        )?;
+        eprint!("{report}");
     }
 
     // --- systemd unit ---------------------------------------------------------------------
