@@ -52,6 +52,35 @@ impl Sshd {
 }
 
 /// `name` in the usual system places and on PATH.
+impl Sshd {
+    /// `ove deploy` arguments for this server (throwaway key, no host-key checks), deploying
+    /// `bundle` into `dir` with `binary`.
+    fn deploy_args(&self, bundle: &Path, dir: &Path, binary: &Path) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "deploy".into(),
+            "--host".into(),
+            format!("{}@127.0.0.1", self.user).into(),
+            "--port".into(),
+            self.port.to_string().into(),
+            "--identity".into(),
+            self.key.clone().into(),
+        ];
+        for opt in [
+            "StrictHostKeyChecking=no",
+            "UserKnownHostsFile=/dev/null",
+            "LogLevel=ERROR",
+        ] {
+            args.push("--ssh-option".into());
+            args.push(opt.into());
+        }
+        for (flag, value) in [("--bundle", bundle), ("--dir", dir), ("--binary", binary)] {
+            args.push(flag.into());
+            args.push(value.into());
+        }
+        args
+    }
+}
+
 fn find_program(name: &str, extra: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     extra
@@ -407,31 +436,13 @@ fn deploy_over_ssh_is_verified_idempotent_and_repairs() {
     // Quotes and spaces in the remote path: every remote path must be quoted properly.
     let dir = device.path().join("it's a dir");
 
-    let host = format!("{}@127.0.0.1", server.user);
-    let port = server.port.to_string();
     let deploy_with = |binary: &Path| {
         ove(
-            &[
-                os("deploy"),
-                os("--host"),
-                os(&host),
-                os("--port"),
-                os(&port),
-                os("--identity"),
-                os(&server.key),
-                os("--ssh-option"),
-                os("StrictHostKeyChecking=no"),
-                os("--ssh-option"),
-                os("UserKnownHostsFile=/dev/null"),
-                os("--ssh-option"),
-                os("LogLevel=ERROR"),
-                os("--bundle"),
-                os(&bundle),
-                os("--dir"),
-                os(&dir),
-                os("--binary"),
-                os(binary),
-            ],
+            &server
+                .deploy_args(&bundle, &dir, binary)
+                .iter()
+                .map(os)
+                .collect::<Vec<_>>(),
             None,
         )
     };
@@ -575,33 +586,9 @@ fn warm_runs_the_deployed_bundle_on_the_device() {
     );
     assert!(export.status.success(), "{export}");
     let dir = work.path().join("device");
-    let host = format!("{}@127.0.0.1", server.user);
-    let port = server.port.to_string();
-    let run = ove(
-        &[
-            os("deploy"),
-            os("--host"),
-            os(&host),
-            os("--port"),
-            os(&port),
-            os("--identity"),
-            os(&server.key),
-            os("--ssh-option"),
-            os("StrictHostKeyChecking=no"),
-            os("--ssh-option"),
-            os("UserKnownHostsFile=/dev/null"),
-            os("--ssh-option"),
-            os("LogLevel=ERROR"),
-            os("--bundle"),
-            os(&bundle),
-            os("--dir"),
-            os(&dir),
-            os("--binary"),
-            os(OVE),
-            os("--warm"),
-        ],
-        None,
-    );
+    let mut args = server.deploy_args(&bundle, &dir, Path::new(OVE));
+    args.push("--warm".into());
+    let run = ove(&args.iter().map(os).collect::<Vec<_>>(), None);
     assert!(run.status.success(), "{run}");
     assert!(run.stderr.contains("warming"), "{run}");
     assert!(
