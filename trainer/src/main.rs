@@ -61,7 +61,9 @@ enum Command {
         /// Stage: a built-in name (stage1, stage1_5, stage2) or a TOML file.
         #[arg(long)]
         stage: String,
-        /// JSONL training samples (image paths relative to the file).
+        /// Training samples: a JSONL file (image paths relative to it), a WebDataset-style
+        /// .tar shard (KEY.json + KEY.png / KEY.0.png ...), a directory of shards or a
+        /// `shard-*.tar` pattern. A sample whose image is corrupt is skipped and counted.
         #[arg(long)]
         data: PathBuf,
         /// Optimizer steps.
@@ -105,7 +107,9 @@ enum Command {
     /// headers), over-long samples dropped, exact fits first, then greedy fills under a
     /// minimum fill ratio. Writes OUT/bins-*.jsonl and OUT/report.json, prints the report.
     Pack {
-        /// JSONL manifest (the `train --data` format).
+        /// Training data, as for `train --data`: a JSONL manifest, a WebDataset-style .tar
+        /// shard, a directory of shards or a `shard-*.tar` pattern. Corrupt images are
+        /// skipped and counted.
         #[arg(long)]
         data: PathBuf,
         /// Checkpoint whose config.json / preprocessor_config.json give the image token

@@ -10,7 +10,8 @@
 //! - [`schedule`]: linear warmup then cosine decay;
 //! - [`stage`]: the stage TOML files (what trains, optimizer and schedule settings);
 //! - [`step`]: one optimizer step over micro-batches;
-//! - [`data`]: the JSONL sample format;
+//! - [`data`]: the JSONL sample format (corrupt images skipped and counted);
+//! - [`shards`]: WebDataset-style tar shards as a data source;
 //! - [`resume`]: resumable atomic checkpoints (model, AdamW state, data cursor);
 //! - [`run`]: the loop behind `ove-train train`.
 
@@ -25,6 +26,7 @@ pub mod packing;
 pub mod resume;
 pub mod run;
 pub mod schedule;
+pub mod shards;
 pub mod stage;
 pub mod step;
 
