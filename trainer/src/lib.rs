@@ -18,6 +18,7 @@
 pub mod checkpoint;
 pub mod decoder;
 pub mod device;
+pub mod jsonl;
 pub mod layers;
 pub mod merger;
 pub mod model;

@@ -28,15 +28,7 @@ const COLORS: [Rgb<u8>; 4] = [
 
 /// Reads `metrics.jsonl` (blank lines skipped).
 pub fn read_metrics(path: &Path) -> Result<Vec<StepMetrics>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).with_context(|| format!("{}:{}", path.display(), i + 1))
-        })
-        .collect()
+    crate::jsonl::read_jsonl(path)
 }
 
 /// 3x5 glyphs, one row per u8 (3 low bits, left = bit 2).

@@ -25,6 +25,7 @@ use ove_core::prompt::{
 };
 
 use crate::checkpoint::{save_checkpoint, SaveOptions};
+use crate::jsonl::read_jsonl;
 use crate::model::LlavaOneVision;
 
 /// End of text (padding and a second end-of-sequence id).
@@ -192,7 +193,7 @@ pub fn collect_texts(inputs: &[PathBuf]) -> Result<Vec<String>> {
                 );
             }
         } else {
-            for (i, rec) in read_records(input)?.into_iter().enumerate() {
+            for (i, rec) in read_jsonl::<Value>(input)?.into_iter().enumerate() {
                 let at = || format!("{}:{}", input.display(), i + 1);
                 let conv = Conversation::from_value(&rec).with_context(at)?;
                 texts.push(conv.user);
@@ -455,18 +456,6 @@ pub struct PrepareSummary {
     pub response_tokens: usize,
 }
 
-fn read_records(path: &Path) -> Result<Vec<Value>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).with_context(|| format!("{}:{}", path.display(), i + 1))
-        })
-        .collect()
-}
-
 /// Converts text-level JSONL files into one token-level file `out`.
 pub fn prepare_files(inputs: &[PathBuf], tok: &Tokenizer, out: &Path) -> Result<PrepareSummary> {
     let out_dir = absolute(out.parent().unwrap_or(Path::new("")))?;
@@ -477,7 +466,7 @@ pub fn prepare_files(inputs: &[PathBuf], tok: &Tokenizer, out: &Path) -> Result<
     let mut s = PrepareSummary::default();
     for input in inputs {
         let in_dir = absolute(input.parent().unwrap_or(Path::new("")))?;
-        for (i, rec) in read_records(input)?.into_iter().enumerate() {
+        for (i, rec) in read_jsonl::<Value>(input)?.into_iter().enumerate() {
             let at = || format!("{}:{}", input.display(), i + 1);
             let conv = Conversation::from_value(&rec).with_context(at)?;
             let (prompt, response) = tokenize_conversation(tok, &conv).with_context(at)?;

@@ -3,7 +3,6 @@
 //! chat text, the loss is finite and the checkpoint opens.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use ove_core::checkpoint::Checkpoint;
 use ove_core::config::GenerationConfig;
@@ -18,22 +17,11 @@ use ove_train::recipe::{
 };
 use serde_json::Value;
 
+mod common;
+use common::ove_train;
+
 fn configs() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/default-ocr")
-}
-
-fn ove_train(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_ove-train"))
-        .args(args)
-        .output()
-        .expect("running ove-train");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "ove-train {args:?} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
 }
 
 fn lines(path: &Path) -> Vec<Value> {

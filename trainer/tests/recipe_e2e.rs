@@ -5,7 +5,6 @@
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use ove_core::prompt::{expand_image_pads, render_chat, DEFAULT_SYSTEM, IMAGE_PAD};
@@ -16,37 +15,20 @@ use ove_runtime::{BackendChoice, BackendOptions, GenerateOptions, LoadOptions, M
 use ove_train::recipe::{collect_texts, load_tokenizer, save_tokenizer, train_tokenizer};
 use serde_json::Value;
 
+mod common;
+use common::ove_train;
+
 fn configs() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/default-ocr")
 }
 
-/// Runs `ove-train` on one libtorch thread (the CLI's threads follow OMP_NUM_THREADS).
-fn ove_train(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_ove-train"))
-        .args(args)
-        .env("OMP_NUM_THREADS", "1")
-        .env("MKL_NUM_THREADS", "1")
-        .output()
-        .expect("running ove-train");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "ove-train {args:?} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
 fn losses(metrics: &Path) -> Vec<f64> {
-    std::fs::read_to_string(metrics)
-        .unwrap_or_else(|e| panic!("{}: {e}", metrics.display()))
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            let loss = v["loss"].as_f64().unwrap();
-            assert!(loss.is_finite() && loss > 0.0, "{v}");
-            loss
+    ove_train::plot::read_metrics(metrics)
+        .unwrap_or_else(|e| panic!("{e:#}"))
+        .iter()
+        .map(|m| {
+            assert!(m.loss.is_finite() && m.loss > 0.0, "{m:?}");
+            m.loss
         })
         .collect()
 }
