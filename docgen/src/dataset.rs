@@ -191,12 +191,47 @@ pub fn write_set(
     let mut stage2 = open("stage2.jsonl")?;
     let mut meta = open("meta.jsonl")?;
     let mut summary = Summary::default();
-    for index in start..start + count {
-        let s = sample(&pool, opts, index)?;
+    // Rendering and PNG encoding run on every core, a chunk of indices at a time; a sample
+    // depends only on its index, and everything is written in index order, so the output
+    // does not depend on the thread count.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let chunk = threads * 8;
+    let mut made: Vec<(Sample, Vec<u8>)> = Vec::new();
+    let mut next = start;
+    let end = start + count;
+    while next < end || !made.is_empty() {
+        if made.is_empty() {
+            let upto = (next + chunk).min(end);
+            let per = (upto - next).div_ceil(threads).max(1);
+            let pool = &pool;
+            let results: Vec<Result<(Sample, Vec<u8>)>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (next..upto)
+                    .step_by(per as usize)
+                    .map(|from| {
+                        scope.spawn(move || {
+                            (from..(from + per).min(upto))
+                                .map(|i| {
+                                    let s = sample(pool, opts, i)?;
+                                    let png = png_bytes(&s.image)?;
+                                    Ok((s, png))
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().expect("document thread panicked"))
+                    .collect()
+            });
+            made = results.into_iter().collect::<Result<Vec<_>>>()?;
+            made.reverse();
+            next = upto;
+        }
+        let Some((s, bytes)) = made.pop() else { break };
         let png = format!("{}.png", s.name);
         let path = out.join(&png);
-        std::fs::write(&path, png_bytes(&s.image)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
         let txt = out.join(format!("{}.txt", s.name));
         std::fs::write(&txt, format!("{}\n", s.text))
             .with_context(|| format!("writing {}", txt.display()))?;

@@ -1,13 +1,25 @@
 //! The font catalogue: real fonts from Debian packages, with a train / held-out split so an
 //! evaluation set can use fonts the model never saw in training.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use ab_glyph::FontVec;
 use anyhow::{bail, Context, Result};
 
 /// Where Debian puts TrueType fonts.
 pub const FONT_ROOT: &str = "/usr/share/fonts/truetype";
+
+/// Environment variable that moves the font root, for machines where the Debian packages
+/// cannot be installed (copy their `dejavu/`, `liberation2/`, `noto/` folders there).
+pub const FONT_ROOT_ENV: &str = "OVE_FONT_ROOT";
+
+/// The font root in use: `$OVE_FONT_ROOT` when set and not empty, else [`FONT_ROOT`].
+pub fn font_root() -> PathBuf {
+    match std::env::var_os(FONT_ROOT_ENV) {
+        Some(v) if !v.is_empty() => PathBuf::from(v),
+        _ => PathBuf::from(FONT_ROOT),
+    }
+}
 
 /// Which part of the catalogue a font belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +45,7 @@ pub struct FontSpec {
     pub name: &'static str,
     /// Debian package that installs it.
     pub package: &'static str,
-    /// Directory under [`FONT_ROOT`].
+    /// Directory under the font root ([`font_root`]).
     pub dir: &'static str,
     pub file: &'static str,
     pub style: Style,
@@ -43,7 +55,7 @@ pub struct FontSpec {
 
 impl FontSpec {
     pub fn path(&self) -> PathBuf {
-        Path::new(FONT_ROOT).join(self.dir).join(self.file)
+        font_root().join(self.dir).join(self.file)
     }
 }
 
@@ -295,10 +307,12 @@ pub struct LoadedFont {
 /// Reads a font file; a missing directory or file is an error naming the package to install.
 pub fn load(spec: &FontSpec) -> Result<LoadedFont> {
     let path = spec.path();
-    let dir = path.parent().unwrap_or(Path::new(FONT_ROOT));
+    let root = font_root();
+    let dir = path.parent().unwrap_or(&root);
     if !dir.is_dir() {
         bail!(
-            "font directory {} is missing: install the Debian package {} (apt-get install {})",
+            "font directory {} is missing: install the Debian package {} (apt-get install {}), \
+             or point {FONT_ROOT_ENV} at a copy of its folder",
             dir.display(),
             spec.package,
             spec.package

@@ -12,6 +12,9 @@ use crate::words::*;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
+    /// One to three words, numbers or a date: a small crop, the easiest reading there is
+    /// (the first thing a model trained from scratch learns to read).
+    Word,
     Line,
     Paragraph,
     Receipt,
@@ -20,7 +23,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
+        Kind::Word,
         Kind::Line,
         Kind::Paragraph,
         Kind::Receipt,
@@ -30,6 +34,7 @@ impl Kind {
 
     pub fn name(self) -> &'static str {
         match self {
+            Kind::Word => "word",
             Kind::Line => "line",
             Kind::Paragraph => "paragraph",
             Kind::Receipt => "receipt",
@@ -44,7 +49,7 @@ impl Kind {
             .find(|k| k.name() == s)
             .ok_or_else(|| {
                 anyhow::anyhow!(
-                    "unknown document kind {s:?} (line, paragraph, receipt, form, table)"
+                    "unknown document kind {s:?} (word, line, paragraph, receipt, form, table)"
                 )
             })
     }
@@ -95,6 +100,7 @@ pub fn generate(kind: Kind, pool: &[LoadedFont], rng: &mut impl Rng) -> Result<D
     }
     let mut b = Builder::new(pool, rng);
     let doc = match kind {
+        Kind::Word => b.word(),
         Kind::Line => b.line(),
         Kind::Paragraph => b.paragraph(),
         Kind::Receipt => b.receipt(),
@@ -274,6 +280,42 @@ impl<'a, R: Rng> Builder<'a, R> {
     }
 
     // ---- kinds ----
+
+    fn word(&mut self) -> Document {
+        let font = if self.rng.gen_bool(0.2) {
+            self.font(None, true)
+        } else {
+            self.body_font()
+        };
+        let size = self.rng.gen_range(16.0..36.0f32).round();
+        let text = match self.rng.gen_range(0..6) {
+            0 => self.rng.gen_range(0..100_000).to_string(),
+            1 => money(self.rng.gen_range(1..100_000)),
+            2 => self.date(),
+            3 => self.full_name(),
+            _ => {
+                let n = self.rng.gen_range(1..3);
+                (0..n)
+                    .map(|_| self.pick(WORDS).to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            }
+        };
+        let margin = self.rng.gen_range(4.0..12.0f32).round();
+        let w = self.width(font, size, &text);
+        let items = vec![Item::Line {
+            segments: vec![Self::seg(text, font, margin)],
+            size,
+        }];
+        let layout = self.layout(w + 2.0 * margin, margin, items);
+        Document {
+            kind: Kind::Word,
+            layout,
+            questions: vec![],
+            receipt: None,
+            fields: vec![],
+        }
+    }
 
     fn line(&mut self) -> Document {
         let font = if self.rng.gen_bool(0.2) {

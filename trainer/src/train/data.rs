@@ -26,6 +26,7 @@ use ove_core::preprocess::{
 };
 use ove_core::prompt::expand_image_pads;
 
+use crate::train::pack_manifest::par_map;
 use crate::train::packing::Sample;
 use crate::train::shards::{read_shard, shard_paths};
 
@@ -222,18 +223,25 @@ pub fn read_data(
         let text =
             std::fs::read_to_string(data).with_context(|| format!("reading {}", data.display()))?;
         let base = data.parent().unwrap_or(Path::new("."));
+        let at = |i: usize| format!("{}:{}", data.display(), i + 1);
+        let mut records = Vec::new();
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
-            let at = || format!("{}:{}", data.display(), i + 1);
-            let record: Record = serde_json::from_str(line).with_context(at)?;
-            match record
-                .to_sample_or_skip(base, config, preprocessor)
-                .with_context(at)?
-            {
+            let record: Record = serde_json::from_str(line).with_context(|| at(i))?;
+            records.push((i, record));
+        }
+        // Decoding and preprocessing the images is most of the loading time: spread it over
+        // the cores, keeping the manifest's order.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let built = par_map(&records, threads, |(_, r)| {
+            r.to_sample_or_skip(base, config, preprocessor)
+        });
+        for ((i, _), b) in records.iter().zip(built) {
+            match b.with_context(|| at(*i))? {
                 Ok(sample) => samples.push(sample),
-                Err(why) => skipped.add(format!("{} ({why})", at())),
+                Err(why) => skipped.add(format!("{} ({why})", at(*i))),
             }
         }
     }

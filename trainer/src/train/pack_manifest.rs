@@ -138,8 +138,13 @@ pub fn sample_length(
     Ok(Ok(len))
 }
 
-/// `f` over `items` on up to `threads` scoped threads, results in order.
-fn par_map<T: Sync, R: Send>(items: &[T], threads: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+/// `f` over `items` on up to `threads` scoped threads, results in order (so the outcome
+/// never depends on thread timing).
+pub(crate) fn par_map<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
     let per = items.len().div_ceil(threads.max(1)).max(1);
     let f = &f;
     std::thread::scope(|s| {
@@ -149,7 +154,7 @@ fn par_map<T: Sync, R: Send>(items: &[T], threads: usize, f: impl Fn(&T) -> R + 
             .collect();
         handles
             .into_iter()
-            .flat_map(|h| h.join().expect("length thread panicked"))
+            .flat_map(|h| h.join().expect("worker thread panicked"))
             .collect()
     })
 }
