@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cmd;
+mod default_model;
 
 /// OneVision Edge: export LLaVA-OneVision-1.5 models to ONNX bundles and read documents with them,
 /// on a workstation CPU or a Jetson.

@@ -24,9 +24,10 @@ const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "webp", "bmp", "tif", 
                         ove eval --bundle bundle/ --data eval/ --json --save-predictions preds/\n  \
                         ove eval --data eval/ --predictions preds/   (score NAME.pred.txt files, no model)")]
 pub struct Args {
-    /// The model to evaluate (not needed with --predictions).
+    /// The model to evaluate (default: the built-in default OCR model; not used with
+    /// --predictions).
     #[command(flatten)]
-    pub model: Option<ModelArgs>,
+    pub model: ModelArgs,
 
     /// Folder of images, each with its ground truth in NAME.txt next to it.
     #[arg(long, value_name = "DIR")]
@@ -130,9 +131,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             });
         }
     } else {
-        let Some(model_args) = &args.model else {
-            bail!("give --bundle DIR to evaluate a model, or --predictions DIR to score saved answers");
-        };
+        let model_args = &args.model;
         let opts = args.sampling.options();
         opts.sampling.validate()?;
         let mut model = model_args.load()?;

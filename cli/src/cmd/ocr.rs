@@ -14,7 +14,10 @@ pub const DEFAULT_OCR_PROMPT: &str = "Read all the text in the image.";
 
 /// Read the text of document images (each image on its own, with a reading prompt).
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Example:\n  ove ocr --bundle bundle/ scan1.png scan2.jpg")]
+#[command(
+    after_help = "Examples:\n  ove ocr page.png                       (the built-in default OCR model)\n  \
+                        ove ocr --bundle bundle/ scan1.png scan2.jpg"
+)]
 pub struct Args {
     #[command(flatten)]
     pub model: ModelArgs,

@@ -50,9 +50,10 @@ pub enum OptLevelArg {
 /// Which bundle to run and on what.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ModelArgs {
-    /// Bundle directory written by `ove export`.
+    /// Bundle directory written by `ove export`. Default: the default OCR model built into
+    /// `ove` (unpacked on first use to $OVE_CACHE_DIR, else ~/.cache/ove).
     #[arg(long, value_name = "DIR")]
-    pub bundle: PathBuf,
+    pub bundle: Option<PathBuf>,
 
     /// Inference engine. `auto` uses ONNX Runtime when its library is found (ORT_DYLIB_PATH,
     /// next to `ove`, the project's .venv, /usr/lib, /usr/local/lib, JetPack's places) and
@@ -110,9 +111,18 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
+    /// The bundle to run: --bundle, else the built-in default model.
+    pub fn bundle_dir(&self) -> Result<PathBuf> {
+        match &self.bundle {
+            Some(b) => Ok(b.clone()),
+            None => crate::default_model::bundle_dir(),
+        }
+    }
+
     pub fn load_options(&self) -> Result<LoadOptions> {
+        let bundle = self.bundle_dir()?;
         let providers = ove_runtime::providers::resolve_settings(
-            &self.bundle,
+            &bundle,
             self.profile.as_deref(),
             self.ep.as_deref(),
             self.max_context,
@@ -146,15 +156,16 @@ impl ModelArgs {
 
     /// Verifies and loads the bundle, with a spinner on a terminal.
     pub fn load(&self) -> Result<Model> {
+        let bundle = self.bundle_dir()?;
         let options = self.load_options()?;
-        let spinner = spinner(format!("loading {}", self.bundle.display()));
-        let model = Model::load(&self.bundle, &options)
-            .with_context(|| format!("cannot run bundle {}", self.bundle.display()));
+        let spinner = spinner(format!("loading {}", bundle.display()));
+        let model = Model::load(&bundle, &options)
+            .with_context(|| format!("cannot run bundle {}", bundle.display()));
         spinner.finish_and_clear();
         let model = model?;
         tracing::info!(
             "loaded {} in {:.1} s on {}",
-            self.bundle.display(),
+            bundle.display(),
             model.load_time().as_secs_f64(),
             model.describe_backend()
         );
