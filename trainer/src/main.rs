@@ -13,6 +13,13 @@ use ove_train::trace::{compare, trace_case, PixelSource};
 use ove_train::train::run::{run as run_training, TrainRun};
 use ove_train::train::StageConfig;
 
+/// Training precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Precision {
+    F32,
+    Bf16,
+}
+
 #[derive(Parser)]
 #[command(
     name = "ove-train",
@@ -66,15 +73,23 @@ enum Command {
         /// `shard-*.tar` pattern. A sample whose image is corrupt is skipped and counted.
         #[arg(long)]
         data: PathBuf,
-        /// Optimizer steps.
+        /// Optimizer steps (default: the stage's schedule.max_steps).
         #[arg(long)]
-        steps: usize,
+        steps: Option<usize>,
         /// Output checkpoint directory.
         #[arg(long)]
         out: PathBuf,
-        /// Also save a resumable checkpoint (OUT/checkpoints/step-N) every N steps.
+        /// Also save a resumable checkpoint (OUT/checkpoints/step-N) every N steps
+        /// (default: the stage's schedule.save_every).
         #[arg(long)]
         save_every: Option<usize>,
+        /// Held-out samples (JSONL, as --data) whose mean token loss goes to OUT/eval.jsonl
+        /// every --eval-every steps and after the last.
+        #[arg(long)]
+        eval_data: Option<PathBuf>,
+        /// Evaluation interval in steps (default: the stage's schedule.eval_every).
+        #[arg(long)]
+        eval_every: Option<usize>,
         /// Dtype of the saved weights.
         #[arg(long, value_enum, default_value = "f32")]
         dtype: SaveDtype,
@@ -102,6 +117,10 @@ enum Command {
         /// on CUDA, an H100's dense bf16; 1 on the CPU).
         #[arg(long)]
         peak_tflops: Option<f64>,
+        /// Training precision: bf16 (bf16 parameters and compute, f32 master weights and
+        /// AdamW moments) or f32. Default: bf16 on a GPU, f32 on the CPU.
+        #[arg(long, value_enum)]
+        precision: Option<Precision>,
     },
     /// Offline packing: every sample's full length (text + image tokens from the image
     /// headers), over-long samples dropped, exact fits first, then greedy fills under a
@@ -276,6 +295,8 @@ fn main() -> Result<()> {
             steps,
             out,
             save_every,
+            eval_data,
+            eval_every,
             dtype,
             max_shard_bytes,
             seed,
@@ -284,6 +305,7 @@ fn main() -> Result<()> {
             resume,
             stop_after,
             peak_tflops,
+            precision,
         } => {
             let device = match device {
                 Some(d) => ove_train::device::parse_device(&d)?,
@@ -293,13 +315,24 @@ fn main() -> Result<()> {
                 }
                 None => Device::Cpu,
             };
+            let stage = StageConfig::load(&stage)?;
+            let steps = steps.or(stage.schedule.max_steps).with_context(|| {
+                format!(
+                    "stage {}: give --steps or schedule.max_steps in the stage file",
+                    stage.name
+                )
+            })?;
+            let save_every = save_every.or(stage.schedule.save_every);
+            let eval_every = eval_every.or(stage.schedule.eval_every);
             let run = TrainRun {
                 checkpoint,
-                stage: StageConfig::load(&stage)?,
+                stage,
                 data,
                 steps,
                 out,
                 save_every,
+                eval_data,
+                eval_every,
                 save: SaveOptions {
                     dtype,
                     max_shard_bytes,
@@ -309,7 +342,16 @@ fn main() -> Result<()> {
                 resume,
                 stop_after,
                 peak_flops: peak_tflops.map(|t| t * 1e12),
+                bf16: match precision {
+                    Some(p) => p == Precision::Bf16,
+                    None => device != Device::Cpu,
+                },
             };
+            info!(
+                precision = if run.bf16 { "bf16 (f32 masters)" } else { "f32" },
+                device = ?run.device,
+                "training"
+            );
             let history = run_training(&run)?;
             let stopped_early = run.stop_after.is_some_and(|s| s < run.steps);
             if let (Some(first), Some(last)) = (history.first(), history.last()) {

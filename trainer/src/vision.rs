@@ -63,7 +63,10 @@ impl PatchEmbed {
 impl Module for PatchEmbed {
     fn forward(&self, patches: &Tensor) -> Tensor {
         let d = self.weight.size()[0];
-        patches.matmul(&self.weight.reshape([d, -1]).tr())
+        // Pixels arrive in f32; in bf16 training the weight is bf16.
+        patches
+            .to_kind(self.weight.kind())
+            .matmul(&self.weight.reshape([d, -1]).tr())
     }
 }
 

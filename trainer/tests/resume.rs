@@ -62,6 +62,9 @@ fn train_run(data: &Path, out: &Path, stage: StageConfig, steps: usize) -> Train
         resume: None,
         stop_after: None,
         peak_flops: None,
+        eval_data: None,
+        eval_every: None,
+        bf16: false,
     }
 }
 
@@ -227,4 +230,44 @@ fn command_line_stop_and_resume() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let img = image::open(&png).unwrap();
     assert_eq!((img.width(), img.height()), (900, 880));
+}
+
+/// `[schedule]` in a stage file: evaluation every N steps and after the last one, on
+/// held-out data, written to OUT/eval.jsonl; zero intervals are refused.
+#[test]
+fn eval_interval_writes_held_out_losses() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_data(dir.path());
+    let mut st = stage(3e-3, 0.0);
+    st.schedule.eval_every = Some(2);
+    let out = dir.path().join("out");
+    let mut run = train_run(&data, &out, st, 5);
+    run.eval_data = Some(data.clone());
+    run.eval_every = run.stage.schedule.eval_every;
+    ove_train::train::run::run(&run).unwrap();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("eval.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let steps: Vec<i64> = lines.iter().map(|v| v["step"].as_i64().unwrap()).collect();
+    assert_eq!(steps, [1, 3, 4], "after steps 2 and 4 and the last (5th)");
+    for v in &lines {
+        let loss = v["eval_loss"].as_f64().unwrap();
+        assert!(loss.is_finite() && loss > 0.0, "{v}");
+        assert!(v["eval_tokens"].as_i64().unwrap() > 0);
+    }
+    // Trained on the same samples, the loss on them falls.
+    let first = lines[0]["eval_loss"].as_f64().unwrap();
+    let last = lines[2]["eval_loss"].as_f64().unwrap();
+    assert!(last < first, "{first} -> {last}");
+
+    let bad = "name = \"t\"\ntrainable = [\"all\"]\n[optimizer]\nlr = 1e-3\nmin_lr = 0.0\n\
+               warmup_ratio = 0.0\n[data]\nglobal_batch_size = 1\n[schedule]\neval_every = 0\n";
+    let e = StageConfig::from_toml("t", bad).unwrap_err();
+    assert!(format!("{e:#}").contains("schedule.eval_every"), "{e:#}");
+    let ok = bad.replace("eval_every = 0", "max_steps = 7\nsave_every = 3");
+    let st = StageConfig::from_toml("t", &ok).unwrap();
+    assert_eq!(st.schedule.max_steps, Some(7));
+    assert_eq!(st.schedule.save_every, Some(3));
 }

@@ -183,6 +183,47 @@ fn a_few_steps_lower_the_loss() {
     assert!(first.grad_norm > 0.0);
 }
 
+/// bf16 training (the GPU default): bf16 parameters and compute with f32 master weights
+/// and moments; images included. The loss falls as in f32, and the bf16 parameters stay the
+/// rounding of their f32 masters.
+#[test]
+fn bf16_with_f32_masters_lowers_the_loss() {
+    let mut l = model();
+    l.vs.bfloat16();
+    set_trainable(&l.vs, &["all".to_string()]).unwrap();
+    let mut opt = AdamW::new(&l.vs, AdamWConfig::default());
+    let batch = pack(
+        &[case_sample("one-image"), case_sample("two-images")],
+        Device::Cpu,
+    )
+    .unwrap();
+    let first = train_step(&l.model, &mut opt, std::slice::from_ref(&batch), 1e-3, 1.0).unwrap();
+    let mut last = first;
+    for _ in 0..4 {
+        last = train_step(&l.model, &mut opt, std::slice::from_ref(&batch), 1e-3, 1.0).unwrap();
+    }
+    println!("bf16 loss {:.4} -> {:.4}", first.loss, last.loss);
+    assert!(last.loss < first.loss * 0.9, "{first:?} -> {last:?}");
+    for (name, p) in l.vs.variables() {
+        assert_eq!(p.kind(), tch::Kind::BFloat16, "{name}");
+    }
+    let masters = opt.tensors().len();
+    assert!(masters > 0);
+    for s in &opt.params {
+        let m = s
+            .master
+            .as_ref()
+            .expect("a bf16 parameter has an f32 master");
+        assert_eq!(m.kind(), tch::Kind::Float);
+        assert_eq!(s.exp_avg.kind(), tch::Kind::Float);
+        let rounded = m.to_kind(tch::Kind::BFloat16);
+        assert!(
+            rounded.equal(&s.param),
+            "the parameter is not its master rounded"
+        );
+    }
+}
+
 #[test]
 fn gradients_are_clipped_to_the_limit() {
     let l = model();

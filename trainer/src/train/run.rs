@@ -18,7 +18,7 @@ use crate::train::optim::AdamW;
 use crate::train::packing::{pack, plan_bins, PackedBatch, Sample};
 use crate::train::resume::{self, DataCursor, TrainerState};
 use crate::train::stage::{set_trainable, StageConfig};
-use crate::train::step::{train_step, StepStats};
+use crate::train::step::{batch_loss_sum, train_step, StepStats};
 
 #[derive(Debug, Clone)]
 pub struct TrainRun {
@@ -44,6 +44,35 @@ pub struct TrainRun {
     pub stop_after: Option<usize>,
     /// Peak FLOP/s for the MFU estimate ([`default_peak_flops`] when `None`).
     pub peak_flops: Option<f64>,
+    /// Held-out JSONL samples whose mean token loss is measured every `eval_every` steps
+    /// and after the last one (`out/eval.jsonl`).
+    pub eval_data: Option<PathBuf>,
+    pub eval_every: Option<usize>,
+    /// Parameters and compute in bf16, with f32 master weights and moments in AdamW (the
+    /// GPU recipe); f32 otherwise. Checkpoints hold the bf16 weights (widened to --dtype).
+    pub bf16: bool,
+}
+
+/// Mean token loss of `samples` (no gradients), in micro-batches of the stage's layout.
+pub fn eval_loss(
+    model: &crate::model::LlavaOneVision,
+    samples: &[Sample],
+    pack_length: Option<usize>,
+    device: Device,
+) -> Result<(f64, i64)> {
+    tch::no_grad(|| {
+        let (mut sum, mut count) = (0.0, 0i64);
+        for chunk in samples.chunks(8) {
+            let refs: Vec<&Sample> = chunk.iter().collect();
+            for b in micro_batches(&refs, pack_length, device)? {
+                let (s, n) = batch_loss_sum(model, &b)?;
+                sum += s.double_value(&[]);
+                count += n;
+            }
+        }
+        ensure!(count > 0, "the evaluation samples have no target tokens");
+        Ok((sum / count as f64, count))
+    })
 }
 
 /// The micro-batches of one step: packed rows of at most `pack_length` tokens, or one
@@ -119,7 +148,12 @@ pub fn run(cfg: &TrainRun) -> Result<Vec<StepStats>> {
     tch::manual_seed(cfg.seed);
     let resume_dir = cfg.resume.as_deref().map(resume::resolve).transpose()?;
     let state = resume_dir.as_deref().map(resume::read_state).transpose()?;
-    let loaded = load_model(resume_dir.as_deref().unwrap_or(&cfg.checkpoint), cfg.device)?;
+    let mut loaded = load_model(resume_dir.as_deref().unwrap_or(&cfg.checkpoint), cfg.device)?;
+    if cfg.bf16 {
+        // Before the optimizer exists: AdamW keeps an f32 master copy of every parameter
+        // that is not f32.
+        loaded.vs.bfloat16();
+    }
     let split = set_trainable(&loaded.vs, &cfg.stage.trainable)?;
     info!(
         stage = %cfg.stage.name,
@@ -132,6 +166,15 @@ pub fn run(cfg: &TrainRun) -> Result<Vec<StepStats>> {
     let samples = read_jsonl(&cfg.data, config, loaded.checkpoint.preprocessor.as_ref())?;
     ensure!(!samples.is_empty(), "{}: no samples", cfg.data.display());
     info!(samples = samples.len(), "data read");
+    let eval_samples = match &cfg.eval_data {
+        Some(p) => {
+            let s = read_jsonl(p, config, loaded.checkpoint.preprocessor.as_ref())?;
+            ensure!(!s.is_empty(), "{}: no evaluation samples", p.display());
+            info!(samples = s.len(), "evaluation data read");
+            s
+        }
+        None => Vec::new(),
+    };
     let gbs = cfg.stage.data.global_batch_size;
 
     let mut cursor = DataCursor {
@@ -170,6 +213,10 @@ pub fn run(cfg: &TrainRun) -> Result<Vec<StepStats>> {
     let mut order = epoch_order(samples.len(), cursor.rng);
 
     std::fs::create_dir_all(&cfg.out).with_context(|| format!("creating {}", cfg.out.display()))?;
+    if resume_dir.is_none() {
+        // A fresh run into an old output folder starts a fresh evaluation log.
+        let _ = std::fs::remove_file(cfg.out.join("eval.jsonl"));
+    }
     let metrics_path = cfg.out.join("metrics.jsonl");
     let mut metrics = std::fs::OpenOptions::new()
         .create(true)
@@ -264,6 +311,33 @@ pub fn run(cfg: &TrainRun) -> Result<Vec<StepStats>> {
         );
         history.push(stats);
         let done = step + 1;
+        let eval_now = cfg
+            .eval_every
+            .is_some_and(|every| every > 0 && done % every == 0)
+            || done == end;
+        if !eval_samples.is_empty() && eval_now {
+            let (loss, tokens) = eval_loss(
+                &loaded.model,
+                &eval_samples,
+                cfg.stage.data.pack_length,
+                cfg.device,
+            )?;
+            let path = cfg.out.join("eval.jsonl");
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            writeln!(
+                f,
+                "{}",
+                serde_json::json!({"step": step, "eval_loss": loss, "eval_tokens": tokens})
+            )?;
+            bar.println(format!(
+                "step {done}: eval loss {loss:.4} ({tokens} tokens)"
+            ));
+            info!(step, eval_loss = loss, "eval");
+        }
         let periodic = cfg
             .save_every
             .is_some_and(|every| every > 0 && done % every == 0);

@@ -29,6 +29,24 @@ pub struct StageConfig {
     pub trainable: Vec<String>,
     pub optimizer: OptimizerConfig,
     pub data: DataConfig,
+    /// Length and intervals; the command line's --steps / --save-every / --eval-every win.
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
+}
+
+/// `[schedule]`: how long a stage runs and how often it checkpoints and evaluates.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Optimizer steps (when --steps is not given).
+    #[serde(default)]
+    pub max_steps: Option<usize>,
+    /// Save a resumable checkpoint every this many steps.
+    #[serde(default)]
+    pub save_every: Option<usize>,
+    /// Evaluate the loss on --eval-data every this many steps (and after the last).
+    #[serde(default)]
+    pub eval_every: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,6 +144,16 @@ impl StageConfig {
         }
         if self.data.global_batch_size == 0 {
             bail!("data.global_batch_size: must be positive");
+        }
+        let sc = &self.schedule;
+        for (key, v) in [
+            ("max_steps", sc.max_steps),
+            ("save_every", sc.save_every),
+            ("eval_every", sc.eval_every),
+        ] {
+            if v == Some(0) {
+                bail!("schedule.{key}: must be positive");
+            }
         }
         Ok(())
     }
