@@ -157,6 +157,13 @@ impl ModelArgs {
     /// Verifies and loads the bundle, with a spinner on a terminal.
     pub fn load(&self) -> Result<Model> {
         let bundle = self.bundle_dir()?;
+        if self.bundle.is_none() {
+            tracing::warn!(
+                "no --bundle: using the built-in default OCR model, a small demonstration \
+                 model trained from scratch by scripts/recipe-default-ocr (accuracy in \
+                 models/default-ocr/README.md); pass --bundle for your own model"
+            );
+        }
         let options = self.load_options()?;
         let spinner = spinner(format!("loading {}", bundle.display()));
         let model = Model::load(&bundle, &options)
