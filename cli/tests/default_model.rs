@@ -54,10 +54,16 @@ fn readme_example_runs_on_the_embedded_model() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "ove ocr ({backend}) failed: {stderr}");
         let text = String::from_utf8(out.stdout).unwrap();
-        assert!(!text.trim().is_empty(), "ove ocr ({backend}) printed nothing");
+        assert!(
+            !text.trim().is_empty(),
+            "ove ocr ({backend}) printed nothing"
+        );
         texts.push(text);
     }
-    assert_eq!(texts[0], texts[1], "tract and ONNX Runtime read differently");
+    assert_eq!(
+        texts[0], texts[1],
+        "tract and ONNX Runtime read differently"
+    );
     // Unpacked once, under a digest-named folder, verified like any bundle.
     let dirs: Vec<_> = std::fs::read_dir(cache.path())
         .unwrap()
