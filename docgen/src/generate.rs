@@ -281,12 +281,41 @@ impl<'a, R: Rng> Builder<'a, R> {
 
     // ---- kinds ----
 
-    fn word(&mut self) -> Document {
-        let font = if self.rng.gen_bool(0.2) {
+    /// A body font, bold one time in five.
+    fn line_font(&mut self) -> usize {
+        if self.rng.gen_bool(0.2) {
             self.font(None, true)
         } else {
             self.body_font()
-        };
+        }
+    }
+
+    /// A document of one line of `text`, `margin` pixels all round.
+    fn single_line(
+        &mut self,
+        kind: Kind,
+        font: usize,
+        size: f32,
+        text: String,
+        margin: f32,
+    ) -> Document {
+        let w = self.width(font, size, &text);
+        let items = vec![Item::Line {
+            segments: vec![Self::seg(text, font, margin)],
+            size,
+        }];
+        let layout = self.layout(w + 2.0 * margin, margin, items);
+        Document {
+            kind,
+            layout,
+            questions: vec![],
+            receipt: None,
+            fields: vec![],
+        }
+    }
+
+    fn word(&mut self) -> Document {
+        let font = self.line_font();
         let size = self.rng.gen_range(16.0..36.0f32).round();
         let text = match self.rng.gen_range(0..6) {
             0 => self.rng.gen_range(0..100_000).to_string(),
@@ -302,27 +331,11 @@ impl<'a, R: Rng> Builder<'a, R> {
             }
         };
         let margin = self.rng.gen_range(4.0..12.0f32).round();
-        let w = self.width(font, size, &text);
-        let items = vec![Item::Line {
-            segments: vec![Self::seg(text, font, margin)],
-            size,
-        }];
-        let layout = self.layout(w + 2.0 * margin, margin, items);
-        Document {
-            kind: Kind::Word,
-            layout,
-            questions: vec![],
-            receipt: None,
-            fields: vec![],
-        }
+        self.single_line(Kind::Word, font, size, text, margin)
     }
 
     fn line(&mut self) -> Document {
-        let font = if self.rng.gen_bool(0.2) {
-            self.font(None, true)
-        } else {
-            self.body_font()
-        };
+        let font = self.line_font();
         let size = self.rng.gen_range(18.0..44.0f32).round();
         let words = self.rng.gen_range(2..9);
         let text = match self.rng.gen_range(0..4) {
@@ -336,19 +349,7 @@ impl<'a, R: Rng> Builder<'a, R> {
             _ => self.sentence(words),
         };
         let margin = self.rng.gen_range(8.0..24.0f32).round();
-        let w = self.width(font, size, &text);
-        let items = vec![Item::Line {
-            segments: vec![Self::seg(text, font, margin)],
-            size,
-        }];
-        let layout = self.layout(w + 2.0 * margin, margin, items);
-        Document {
-            kind: Kind::Line,
-            layout,
-            questions: vec![],
-            receipt: None,
-            fields: vec![],
-        }
+        self.single_line(Kind::Line, font, size, text, margin)
     }
 
     fn paragraph(&mut self) -> Document {

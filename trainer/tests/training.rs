@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use ove_core::tensor_file::read_safetensors;
 use ove_train::checkpoint::{load_model, LoadedModel};
 use ove_train::train::stage::set_trainable;
-use ove_train::train::{batch_loss_sum, pack, train_step, AdamW, AdamWConfig, Sample, StageConfig};
+use ove_train::train::{
+    batch_loss_sum, pack, train_step, AdamW, AdamWConfig, Sample, StageConfig, StepStats,
+};
 use tch::{Device, Tensor};
 
 fn golden() -> PathBuf {
@@ -157,6 +159,21 @@ fn frozen_modules_get_no_grads_or_state() {
     assert!(set_trainable(&l.vs, &["visual.mergr".to_string()]).is_err());
 }
 
+/// Five steps on the one-image and two-images cases: (first, last).
+fn five_steps(l: &LoadedModel, opt: &mut AdamW) -> (StepStats, StepStats) {
+    let batch = pack(
+        &[case_sample("one-image"), case_sample("two-images")],
+        Device::Cpu,
+    )
+    .unwrap();
+    let first = train_step(&l.model, opt, std::slice::from_ref(&batch), 1e-3, 1.0).unwrap();
+    let mut last = first;
+    for _ in 0..4 {
+        last = train_step(&l.model, opt, std::slice::from_ref(&batch), 1e-3, 1.0).unwrap();
+    }
+    (first, last)
+}
+
 #[test]
 fn a_few_steps_lower_the_loss() {
     let l = model();
@@ -168,16 +185,7 @@ fn a_few_steps_lower_the_loss() {
             ..AdamWConfig::default()
         },
     );
-    let batch = pack(
-        &[case_sample("one-image"), case_sample("two-images")],
-        Device::Cpu,
-    )
-    .unwrap();
-    let first = train_step(&l.model, &mut opt, std::slice::from_ref(&batch), 1e-3, 1.0).unwrap();
-    let mut last = first;
-    for _ in 0..4 {
-        last = train_step(&l.model, &mut opt, std::slice::from_ref(&batch), 1e-3, 1.0).unwrap();
-    }
+    let (first, last) = five_steps(&l, &mut opt);
     println!("loss {:.4} -> {:.4}", first.loss, last.loss);
     assert!(last.loss < first.loss * 0.9, "{first:?} -> {last:?}");
     assert!(first.grad_norm > 0.0);
@@ -192,16 +200,7 @@ fn bf16_with_f32_masters_lowers_the_loss() {
     l.vs.bfloat16();
     set_trainable(&l.vs, &["all".to_string()]).unwrap();
     let mut opt = AdamW::new(&l.vs, AdamWConfig::default());
-    let batch = pack(
-        &[case_sample("one-image"), case_sample("two-images")],
-        Device::Cpu,
-    )
-    .unwrap();
-    let first = train_step(&l.model, &mut opt, std::slice::from_ref(&batch), 1e-3, 1.0).unwrap();
-    let mut last = first;
-    for _ in 0..4 {
-        last = train_step(&l.model, &mut opt, std::slice::from_ref(&batch), 1e-3, 1.0).unwrap();
-    }
+    let (first, last) = five_steps(&l, &mut opt);
     println!("bf16 loss {:.4} -> {:.4}", first.loss, last.loss);
     assert!(last.loss < first.loss * 0.9, "{first:?} -> {last:?}");
     for (name, p) in l.vs.variables() {
