@@ -73,6 +73,10 @@ enum Command {
         /// `shard-*.tar` pattern. A sample whose image is corrupt is skipped and counted.
         #[arg(long)]
         data: PathBuf,
+        /// Train on the bins `ove-train pack` wrote from --data (its output folder): each
+        /// bin is one row; a step takes bins until it has the global batch size in samples.
+        #[arg(long, value_name = "DIR")]
+        packed: Option<PathBuf>,
         /// Optimizer steps (default: the stage's schedule.max_steps).
         #[arg(long)]
         steps: Option<usize>,
@@ -292,6 +296,7 @@ fn main() -> Result<()> {
             checkpoint,
             stage,
             data,
+            packed,
             steps,
             out,
             save_every,
@@ -328,6 +333,7 @@ fn main() -> Result<()> {
                 checkpoint,
                 stage,
                 data,
+                packed,
                 steps,
                 out,
                 save_every,

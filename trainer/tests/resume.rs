@@ -64,6 +64,7 @@ fn train_run(data: &Path, out: &Path, stage: StageConfig, steps: usize) -> Train
         peak_flops: None,
         eval_data: None,
         eval_every: None,
+        packed: None,
         bf16: false,
     }
 }
@@ -270,4 +271,76 @@ fn eval_interval_writes_held_out_losses() {
     let st = StageConfig::from_toml("t", &ok).unwrap();
     assert_eq!(st.schedule.max_steps, Some(7));
     assert_eq!(st.schedule.save_every, Some(3));
+}
+
+/// `--packed`: the bins of `ove-train pack` are the rows. Every step is made of whole bins
+/// (its token count a sum of bin totals), and the run trains.
+#[test]
+fn trains_on_offline_bins() {
+    use ove_train::train::binpack::PackConfig;
+    use ove_train::train::pack_manifest::{pack_manifest, read_bins};
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_data(dir.path());
+    let ckpt = load_model(&golden().join("checkpoint"), Device::Cpu).unwrap();
+    let bins_dir = dir.path().join("bins");
+    let cfg = PackConfig {
+        capacity: 40,
+        ..PackConfig::default()
+    };
+    pack_manifest(
+        &data,
+        &ckpt.checkpoint.config,
+        ckpt.checkpoint.preprocessor.as_ref(),
+        &cfg,
+        &bins_dir,
+    )
+    .unwrap();
+    let bins = read_bins(&bins_dir).unwrap();
+    assert!(bins.len() >= 2, "{bins:?}");
+    let totals: Vec<serde_json::Value> = std::fs::read_to_string(bins_dir.join("bins-00000.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let bin_tokens: Vec<u64> = totals
+        .iter()
+        .map(|v| v["tokens"].as_u64().unwrap())
+        .collect();
+
+    let out = dir.path().join("out");
+    let mut run = train_run(&data, &out, stage(3e-3, 0.0), 4);
+    run.packed = Some(bins_dir.clone());
+    let history = ove_train::train::run::run(&run).unwrap();
+    assert_eq!(history.len(), 4);
+    for m in metrics(&out) {
+        // A sum of whole bins (a bin may come twice across an epoch boundary).
+        let t = m.tokens as u64;
+        let mut reachable = vec![false; t as usize + 1];
+        reachable[0] = true;
+        for i in 1..=t as usize {
+            reachable[i] = bin_tokens
+                .iter()
+                .any(|&b| b as usize <= i && reachable[i - b as usize]);
+        }
+        assert!(
+            (t as usize) < reachable.len() && reachable[t as usize],
+            "step {}: {t} tokens is not a sum of bins {bin_tokens:?}",
+            m.step
+        );
+    }
+    // Bins from another manifest are refused.
+    let other = dir.path().join("other.jsonl");
+    std::fs::write(
+        &other,
+        std::fs::read_to_string(&data)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let mut bad = train_run(&other, &dir.path().join("bad"), stage(3e-3, 0.0), 1);
+    bad.packed = Some(bins_dir);
+    let e = ove_train::train::run::run(&bad).unwrap_err();
+    assert!(format!("{e:#}").contains("another manifest"), "{e:#}");
 }

@@ -184,6 +184,9 @@ impl Record {
 #[derive(Debug)]
 pub struct Loaded {
     pub samples: Vec<Sample>,
+    /// `records[i]`: the record number of `samples[i]` (non-blank manifest line, or record
+    /// in shard order, from 0), the numbering `ove-train pack` uses in its bins.
+    pub records: Vec<usize>,
     pub skipped: Skipped,
 }
 
@@ -196,10 +199,13 @@ pub fn read_data(
     preprocessor: Option<&PreprocessorConfig>,
 ) -> Result<Loaded> {
     let mut samples = Vec::new();
+    let mut records = Vec::new();
     let mut skipped = Skipped::default();
     if let Some(shards) = shard_paths(data)? {
+        let mut record = 0;
         for shard in shards {
             for s in read_shard(&shard)? {
+                record += 1;
                 let refs: Vec<ImageRef<'_>> = s
                     .images
                     .iter()
@@ -214,7 +220,10 @@ pub fn read_data(
                 )
                 .with_context(|| s.name.clone())?
                 {
-                    Ok(sample) => samples.push(sample),
+                    Ok(sample) => {
+                        samples.push(sample);
+                        records.push(record - 1);
+                    }
                     Err(why) => skipped.add(format!("{} ({why})", s.name)),
                 }
             }
@@ -224,29 +233,36 @@ pub fn read_data(
             std::fs::read_to_string(data).with_context(|| format!("reading {}", data.display()))?;
         let base = data.parent().unwrap_or(Path::new("."));
         let at = |i: usize| format!("{}:{}", data.display(), i + 1);
-        let mut records = Vec::new();
+        let mut parsed = Vec::new();
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
             let record: Record = serde_json::from_str(line).with_context(|| at(i))?;
-            records.push((i, record));
+            parsed.push((i, record));
         }
         // Decoding and preprocessing the images is most of the loading time: spread it over
         // the cores, keeping the manifest's order.
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let built = par_map(&records, threads, |(_, r)| {
+        let built = par_map(&parsed, threads, |(_, r)| {
             r.to_sample_or_skip(base, config, preprocessor)
         });
-        for ((i, _), b) in records.iter().zip(built) {
+        for (record, ((i, _), b)) in parsed.iter().zip(built).enumerate() {
             match b.with_context(|| at(*i))? {
-                Ok(sample) => samples.push(sample),
+                Ok(sample) => {
+                    samples.push(sample);
+                    records.push(record);
+                }
                 Err(why) => skipped.add(format!("{} ({why})", at(*i))),
             }
         }
     }
     skipped.warn(data);
-    Ok(Loaded { samples, skipped })
+    Ok(Loaded {
+        samples,
+        records,
+        skipped,
+    })
 }
 
 /// Reads every sample of `data` ([`read_data`]: a JSONL file or tar shards); samples

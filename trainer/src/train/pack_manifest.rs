@@ -327,6 +327,46 @@ pub fn write_packing_with_skips(
     Ok(names)
 }
 
+/// The bins of a `pack` output folder (every `bins-*.jsonl`, in name order): each a list
+/// of record indices of the manifest it was made from.
+pub fn read_bins(dir: &Path) -> Result<Vec<Vec<usize>>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("bins-") && n.ends_with(".jsonl"))
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!(
+            "{}: no bins-*.jsonl (write them with `ove-train pack`)",
+            dir.display()
+        );
+    }
+    #[derive(serde::Deserialize)]
+    struct Bin {
+        samples: Vec<usize>,
+    }
+    let mut bins = Vec::new();
+    for f in files {
+        let text =
+            std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let b: Bin =
+                serde_json::from_str(line).with_context(|| format!("{}:{}", f.display(), i + 1))?;
+            bins.push(b.samples);
+        }
+    }
+    Ok(bins)
+}
+
 /// The whole `ove-train pack`: lengths, packing, files; returns the report. Samples
 /// skipped for their images are logged and listed in `report.json`
 /// ([`pack_manifest_with_skips`] returns them too).

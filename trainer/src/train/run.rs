@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tch::Device;
@@ -13,8 +13,9 @@ use tracing::{info, warn};
 
 use crate::checkpoint::{load_model, save_checkpoint, SaveOptions};
 use crate::train::binpack::SplitMix64;
-use crate::train::data::read_jsonl;
+use crate::train::data::{read_data, read_jsonl};
 use crate::train::optim::AdamW;
+use crate::train::pack_manifest::read_bins;
 use crate::train::packing::{pack, plan_bins, PackedBatch, Sample};
 use crate::train::resume::{self, DataCursor, TrainerState};
 use crate::train::stage::{set_trainable, StageConfig};
@@ -27,6 +28,11 @@ pub struct TrainRun {
     pub stage: StageConfig,
     /// JSONL samples (see [`crate::train::data`]).
     pub data: PathBuf,
+    /// An `ove-train pack` output folder made from `data`: its bins are the rows (one
+    /// micro-batch each); a step takes bins until it holds the global batch size in
+    /// samples. Without it, a step's samples are packed as it goes (first fit, longest
+    /// first) or run one per row.
+    pub packed: Option<PathBuf>,
     /// Optimizer steps.
     pub steps: usize,
     /// Output checkpoint directory.
@@ -163,9 +169,43 @@ pub fn run(cfg: &TrainRun) -> Result<Vec<StepStats>> {
     );
     let mut opt = AdamW::new(&loaded.vs, cfg.stage.adamw());
     let config = &loaded.checkpoint.config;
-    let samples = read_jsonl(&cfg.data, config, loaded.checkpoint.preprocessor.as_ref())?;
+    let data = read_data(&cfg.data, config, loaded.checkpoint.preprocessor.as_ref())?;
+    let samples = data.samples;
     ensure!(!samples.is_empty(), "{}: no samples", cfg.data.display());
     info!(samples = samples.len(), "data read");
+    // What a step draws: single samples, or the offline bins (as sample indices).
+    let units: Vec<Vec<usize>> = match &cfg.packed {
+        None => (0..samples.len()).map(|i| vec![i]).collect(),
+        Some(dir) => {
+            let by_record: std::collections::HashMap<usize, usize> = data
+                .records
+                .iter()
+                .enumerate()
+                .map(|(i, &r)| (r, i))
+                .collect();
+            let mut units = Vec::new();
+            for bin in read_bins(dir)? {
+                let mut members = Vec::with_capacity(bin.len());
+                for r in bin {
+                    match by_record.get(&r) {
+                        Some(&i) => members.push(i),
+                        None => bail!(
+                            "{}: a bin names record {r}, which {} does not have (was it \
+                             packed from another manifest?)",
+                            dir.display(),
+                            cfg.data.display()
+                        ),
+                    }
+                }
+                if !members.is_empty() {
+                    units.push(members);
+                }
+            }
+            ensure!(!units.is_empty(), "{}: no bins", dir.display());
+            info!(bins = units.len(), "offline bins read");
+            units
+        }
+    };
     let eval_samples = match &cfg.eval_data {
         Some(p) => {
             let s = read_jsonl(p, config, loaded.checkpoint.preprocessor.as_ref())?;
@@ -201,16 +241,16 @@ pub fn run(cfg: &TrainRun) -> Result<Vec<StepStats>> {
             gbs.to_string(),
         )?;
         same(
-            "the sample count",
+            "the sample (or bin) count",
             st.samples.to_string(),
-            samples.len().to_string(),
+            units.len().to_string(),
         )?;
         resume::load_optimizer(dir, &mut opt, st)?;
         first_step = st.step;
         cursor = st.data;
         info!(from = %dir.display(), step = first_step, "resumed");
     }
-    let mut order = epoch_order(samples.len(), cursor.rng);
+    let mut order = epoch_order(units.len(), cursor.rng);
 
     std::fs::create_dir_all(&cfg.out).with_context(|| format!("creating {}", cfg.out.display()))?;
     if resume_dir.is_none() {
@@ -246,18 +286,35 @@ pub fn run(cfg: &TrainRun) -> Result<Vec<StepStats>> {
     let mut last_good = resume_dir.clone();
     let mut history = Vec::with_capacity(end.saturating_sub(first_step));
     for step in first_step..end {
-        let mut chosen: Vec<&Sample> = Vec::with_capacity(gbs);
-        for _ in 0..gbs {
-            if cursor.offset == samples.len() {
+        let mut chosen: Vec<&[usize]> = Vec::with_capacity(gbs);
+        let mut count = 0;
+        while count < gbs {
+            if cursor.offset == units.len() {
                 cursor.epoch += 1;
                 cursor.offset = 0;
                 cursor.rng = SplitMix64::new(cursor.rng).next_u64();
-                order = epoch_order(samples.len(), cursor.rng);
+                order = epoch_order(units.len(), cursor.rng);
             }
-            chosen.push(&samples[order[cursor.offset]]);
+            let unit = &units[order[cursor.offset]];
+            count += unit.len();
+            chosen.push(unit);
             cursor.offset += 1;
         }
-        let micro = micro_batches(&chosen, cfg.stage.data.pack_length, cfg.device)?;
+        let micro = if cfg.packed.is_some() {
+            chosen
+                .iter()
+                .map(|bin| {
+                    let members: Vec<Sample> = bin.iter().map(|&i| samples[i].clone()).collect();
+                    pack(&members, cfg.device)
+                })
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            let flat: Vec<&Sample> = chosen
+                .iter()
+                .flat_map(|u| u.iter().map(|&i| &samples[i]))
+                .collect();
+            micro_batches(&flat, cfg.stage.data.pack_length, cfg.device)?
+        };
         let tokens: usize = micro.iter().map(|b| b.len()).sum();
         if micro.iter().all(|b| b.num_targets == 0) {
             warn!(step, "no target tokens in this step; skipped");
@@ -349,7 +406,7 @@ pub fn run(cfg: &TrainRun) -> Result<Vec<StepStats>> {
                 seed: cfg.seed,
                 stage: cfg.stage.name.clone(),
                 global_batch_size: gbs,
-                samples: samples.len(),
+                samples: units.len(),
                 data: cursor,
             };
             let dir = resume::save_resumable(
