@@ -165,6 +165,37 @@ pub struct Summary {
     pub stage2_records: usize,
 }
 
+/// Samples `indices` with their PNG bytes, in index order, made on up to `threads` threads.
+fn render(
+    pool: &[LoadedFont],
+    opts: &Options,
+    indices: std::ops::Range<u64>,
+    threads: u64,
+) -> Result<Vec<(Sample, Vec<u8>)>> {
+    let per = (indices.end - indices.start).div_ceil(threads).max(1);
+    let end = indices.end;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = indices
+            .step_by(per as usize)
+            .map(|from| {
+                scope.spawn(move || {
+                    (from..(from + per).min(end))
+                        .map(|i| {
+                            let s = sample(pool, opts, i)?;
+                            let png = png_bytes(&s.image)?;
+                            Ok((s, png))
+                        })
+                        .collect::<Vec<Result<_>>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("document thread panicked"))
+            .collect()
+    })
+}
+
 /// Writes samples `start..start + count` to `out`: images, ground-truth text files and the
 /// manifests (appending to nothing: each manifest is rewritten).
 pub fn write_set(
@@ -196,72 +227,43 @@ pub fn write_set(
     // does not depend on the thread count.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
     let chunk = threads * 8;
-    let mut made: Vec<(Sample, Vec<u8>)> = Vec::new();
-    let mut next = start;
     let end = start + count;
-    while next < end || !made.is_empty() {
-        if made.is_empty() {
-            let upto = (next + chunk).min(end);
-            let per = (upto - next).div_ceil(threads).max(1);
-            let pool = &pool;
-            let results: Vec<Result<(Sample, Vec<u8>)>> = std::thread::scope(|scope| {
-                let handles: Vec<_> = (next..upto)
-                    .step_by(per as usize)
-                    .map(|from| {
-                        scope.spawn(move || {
-                            (from..(from + per).min(upto))
-                                .map(|i| {
-                                    let s = sample(pool, opts, i)?;
-                                    let png = png_bytes(&s.image)?;
-                                    Ok((s, png))
-                                })
-                                .collect::<Vec<_>>()
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .flat_map(|h| h.join().expect("document thread panicked"))
-                    .collect()
-            });
-            made = results.into_iter().collect::<Result<Vec<_>>>()?;
-            made.reverse();
-            next = upto;
-        }
-        let Some((s, bytes)) = made.pop() else { break };
-        let png = format!("{}.png", s.name);
-        let path = out.join(&png);
-        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
-        let txt = out.join(format!("{}.txt", s.name));
-        std::fs::write(&txt, format!("{}\n", s.text))
-            .with_context(|| format!("writing {}", txt.display()))?;
-        summary.images += 1;
-        let line = |w: &mut Option<BufWriter<File>>, v: serde_json::Value| -> Result<()> {
-            if let Some(w) = w {
-                writeln!(w, "{v}")?;
-            }
-            Ok(())
-        };
-        line(&mut captions, json!({"images": [&png], "caption": &s.text}))?;
-        line(&mut ocr, conversation(&png, READ_PROMPT, &s.text))?;
-        line(&mut stage2, conversation(&png, s.read_prompt, &s.text))?;
-        summary.stage2_records += 1;
-        for (q, a) in &s.document.questions {
-            line(&mut stage2, conversation(&png, q, a))?;
+    for first in (start..end).step_by(chunk as usize) {
+        for (s, bytes) in render(&pool, opts, first..(first + chunk).min(end), threads)? {
+            let png = format!("{}.png", s.name);
+            let path = out.join(&png);
+            std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+            let txt = out.join(format!("{}.txt", s.name));
+            std::fs::write(&txt, format!("{}\n", s.text))
+                .with_context(|| format!("writing {}", txt.display()))?;
+            summary.images += 1;
+            let line = |w: &mut Option<BufWriter<File>>, v: serde_json::Value| -> Result<()> {
+                if let Some(w) = w {
+                    writeln!(w, "{v}")?;
+                }
+                Ok(())
+            };
+            line(&mut captions, json!({"images": [&png], "caption": &s.text}))?;
+            line(&mut ocr, conversation(&png, READ_PROMPT, &s.text))?;
+            line(&mut stage2, conversation(&png, s.read_prompt, &s.text))?;
             summary.stage2_records += 1;
+            for (q, a) in &s.document.questions {
+                line(&mut stage2, conversation(&png, q, a))?;
+                summary.stage2_records += 1;
+            }
+            line(
+                &mut meta,
+                json!({
+                    "image": &png,
+                    "kind": s.document.kind,
+                    "fonts": &s.fonts,
+                    "level": s.level,
+                    "seed": opts.seed,
+                    "index": s.index,
+                    "lines": s.document.layout.line_count(),
+                }),
+            )?;
         }
-        line(
-            &mut meta,
-            json!({
-                "image": &png,
-                "kind": s.document.kind,
-                "fonts": &s.fonts,
-                "level": s.level,
-                "seed": opts.seed,
-                "index": s.index,
-                "lines": s.document.layout.line_count(),
-            }),
-        )?;
     }
     for w in [&mut captions, &mut ocr, &mut stage2, &mut meta]
         .into_iter()

@@ -119,10 +119,10 @@ impl ModelArgs {
         }
     }
 
-    pub fn load_options(&self) -> Result<LoadOptions> {
-        let bundle = self.bundle_dir()?;
+    /// How to load `bundle` (the profile is read from it unless --profile says otherwise).
+    fn load_options(&self, bundle: &Path) -> Result<LoadOptions> {
         let providers = ove_runtime::providers::resolve_settings(
-            &bundle,
+            bundle,
             self.profile.as_deref(),
             self.ep.as_deref(),
             self.max_context,
@@ -164,7 +164,7 @@ impl ModelArgs {
                  models/default-ocr/README.md); pass --bundle for your own model"
             );
         }
-        let options = self.load_options()?;
+        let options = self.load_options(&bundle)?;
         let spinner = spinner(format!("loading {}", bundle.display()));
         let model = Model::load(&bundle, &options)
             .with_context(|| format!("cannot run bundle {}", bundle.display()));
