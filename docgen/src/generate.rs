@@ -15,6 +15,13 @@ pub enum Kind {
     /// One to three words, numbers or a date: a small crop, the easiest reading there is
     /// (the first thing a model trained from scratch learns to read).
     Word,
+    /// One to three random characters, large: a glyph or two per image token and nothing
+    /// else in the picture (a first reading lesson for a model trained from scratch).
+    Glyph,
+    /// Random characters (serial numbers, reference codes): no word list or language prior
+    /// can guess them, so every token of the answer has to come from the glyphs (training on
+    /// it measures reading alone).
+    Code,
     Line,
     Paragraph,
     Receipt,
@@ -23,8 +30,10 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Word,
+        Kind::Glyph,
+        Kind::Code,
         Kind::Line,
         Kind::Paragraph,
         Kind::Receipt,
@@ -35,6 +44,8 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Word => "word",
+            Kind::Glyph => "glyph",
+            Kind::Code => "code",
             Kind::Line => "line",
             Kind::Paragraph => "paragraph",
             Kind::Receipt => "receipt",
@@ -49,7 +60,7 @@ impl Kind {
             .find(|k| k.name() == s)
             .ok_or_else(|| {
                 anyhow::anyhow!(
-                    "unknown document kind {s:?} (word, line, paragraph, receipt, form, table)"
+                    "unknown document kind {s:?} (word, glyph, code, line, paragraph, receipt, form, table)"
                 )
             })
     }
@@ -101,6 +112,8 @@ pub fn generate(kind: Kind, pool: &[LoadedFont], rng: &mut impl Rng) -> Result<D
     let mut b = Builder::new(pool, rng);
     let doc = match kind {
         Kind::Word => b.word(),
+        Kind::Glyph => b.glyph(),
+        Kind::Code => b.code(),
         Kind::Line => b.line(),
         Kind::Paragraph => b.paragraph(),
         Kind::Receipt => b.receipt(),
@@ -125,6 +138,11 @@ const PAPERS: &[[u8; 3]] = &[
     [255, 252, 232],
     [236, 242, 236],
 ];
+/// What a code is drawn from: letters of both cases, digits, and the punctuation of codes,
+/// prices and dates.
+const CODE_CHARS: &[u8] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.,:/#%$&()+";
+
 const INKS: &[[u8; 3]] = &[
     [0, 0, 0],
     [25, 25, 25],
@@ -332,6 +350,37 @@ impl<'a, R: Rng> Builder<'a, R> {
         };
         let margin = self.rng.gen_range(4.0..12.0f32).round();
         self.single_line(Kind::Word, font, size, text, margin)
+    }
+
+    /// `len` characters drawn from [`CODE_CHARS`].
+    fn random_chars(&mut self, len: usize) -> String {
+        (0..len)
+            .map(|_| CODE_CHARS[self.rng.gen_range(0..CODE_CHARS.len())] as char)
+            .collect()
+    }
+
+    fn glyph(&mut self) -> Document {
+        let font = self.line_font();
+        let size = self.rng.gen_range(24.0..48.0f32).round();
+        let len = self.rng.gen_range(1..4);
+        let text = self.random_chars(len);
+        let margin = self.rng.gen_range(4.0..12.0f32).round();
+        self.single_line(Kind::Glyph, font, size, text, margin)
+    }
+
+    fn code(&mut self) -> Document {
+        let font = self.line_font();
+        let size = self.rng.gen_range(16.0..36.0f32).round();
+        let groups = self.rng.gen_range(1..4);
+        let text = (0..groups)
+            .map(|_| {
+                let len = self.rng.gen_range(2..7);
+                self.random_chars(len)
+            })
+            .collect::<Vec<_>>()
+            .join(if self.rng.gen_bool(0.5) { " " } else { "-" });
+        let margin = self.rng.gen_range(4.0..12.0f32).round();
+        self.single_line(Kind::Code, font, size, text, margin)
     }
 
     fn line(&mut self) -> Document {

@@ -39,7 +39,7 @@ enum Command {
         start: u64,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Document kinds, comma separated, taken in turn: line, paragraph, receipt, form, table.
+        /// Document kinds, comma separated, taken in turn: word, glyph, code, line, paragraph, receipt, form, table.
         #[arg(long, default_value = "line,paragraph,receipt,form,table")]
         kinds: String,
         /// Fonts: train (DejaVu, Liberation), heldout (Noto), all, dejavu, or catalogue

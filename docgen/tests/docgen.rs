@@ -105,6 +105,33 @@ fn ground_truth_is_what_was_drawn() {
 }
 
 #[test]
+fn glyphs_and_codes_are_random_characters() {
+    let pool = pool();
+    let mut seen = std::collections::HashSet::new();
+    for seed in 0..40 {
+        let g = sample(&pool, &opts(&[Kind::Glyph], seed, Degradation::Clean), 0).unwrap();
+        assert!(
+            (1..=3).contains(&g.text.chars().count()),
+            "glyph text {:?}",
+            g.text
+        );
+        let c = sample(&pool, &opts(&[Kind::Code], seed, Degradation::Clean), 0).unwrap();
+        let groups: Vec<&str> = c.text.split([' ', '-']).collect();
+        assert!((1..=3).contains(&groups.len()), "code text {:?}", c.text);
+        for t in [g.text.as_str()].into_iter().chain(groups) {
+            assert!((1..=6).contains(&t.len()), "group {t:?}");
+            assert!(
+                t.chars().all(|ch| ch.is_ascii_graphic() && ch != '-'),
+                "group {t:?}"
+            );
+            seen.extend(t.chars());
+        }
+    }
+    // Drawn from the whole alphabet, not a word list: many distinct characters.
+    assert!(seen.len() > 40, "only {} distinct characters", seen.len());
+}
+
+#[test]
 fn receipt_totals_add_up() {
     let pool = pool();
     for seed in 0..20 {
