@@ -2,7 +2,7 @@
 //! prompt logits within 1e-4 and identical greedy ids when fed the case's own pixels;
 //! image embeddings and logits within 1e-3 from the images (our own preprocessing).
 
-use std::path::{Path, PathBuf};
+mod common;
 
 use ove_core::tensor_file::read_safetensors;
 use ove_train::checkpoint::load_model;
@@ -11,14 +11,8 @@ use tch::Device;
 
 const CASES: &[&str] = &["one-image", "two-images", "text-only", "large-image"];
 
-fn golden() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden");
-    assert!(p.is_dir(), "golden data missing at {}", p.display());
-    p
-}
-
 fn check_case(name: &str, source: PixelSource, tol: f32) {
-    let case = golden().join(name);
+    let case = common::golden().join(name);
     assert!(case.is_dir(), "golden case missing at {}", case.display());
     let loaded = load_model(&case.join("checkpoint"), Device::Cpu).unwrap();
     let traced = trace_case(&loaded, &case, source).unwrap();

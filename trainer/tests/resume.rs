@@ -2,6 +2,8 @@
 //! (and the same final weights) as an uninterrupted one; a non-finite loss stops the run
 //! with the last good checkpoint intact.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use ove_train::checkpoint::{load_model, SaveDtype, SaveOptions};
@@ -10,10 +12,9 @@ use ove_train::train::run::{run, StepMetrics, TrainRun};
 use ove_train::train::StageConfig;
 use tch::{Device, Kind};
 
+/// The golden two-images case.
 fn golden() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden/two-images");
-    assert!(p.is_dir(), "golden data missing at {}", p.display());
-    p
+    common::golden().join("two-images")
 }
 
 /// Five samples (one with an image), so three per step cross epoch boundaries.

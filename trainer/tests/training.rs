@@ -2,8 +2,9 @@
 //! gradients as its samples one by one, frozen modules get no gradient and no optimizer
 //! state, and a few steps lower the loss.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use ove_core::tensor_file::read_safetensors;
 use ove_train::checkpoint::{load_model, LoadedModel};
@@ -13,15 +14,9 @@ use ove_train::train::{
 };
 use tch::{Device, Tensor};
 
-fn golden() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden");
-    assert!(p.is_dir(), "golden data missing at {}", p.display());
-    p
-}
-
 /// A golden case as a training sample: its prompt, its own pixels, the second half trained.
 fn case_sample(name: &str) -> Sample {
-    let case = golden().join(name);
+    let case = common::golden().join(name);
     let e = read_safetensors(&case.join("expected.safetensors")).unwrap();
     let ids = e["input_ids"].to_i64().unwrap();
     let n = ids.len();
@@ -41,7 +36,7 @@ fn case_sample(name: &str) -> Sample {
 }
 
 fn model() -> LoadedModel {
-    load_model(&golden().join("two-images/checkpoint"), Device::Cpu).unwrap()
+    load_model(&common::golden().join("two-images/checkpoint"), Device::Cpu).unwrap()
 }
 
 fn grads(l: &LoadedModel) -> BTreeMap<String, Tensor> {

@@ -1,6 +1,15 @@
-//! Helpers shared by the trainer's CLI tests.
+//! Helpers shared by the trainer's tests (each test crate uses some of them).
+#![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// The golden reference cases (`../shared/golden` beside the project, as in CI).
+pub fn golden() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden");
+    assert!(p.is_dir(), "golden data missing at {}", p.display());
+    p
+}
 
 /// Runs `ove-train ARGS` single-threaded (the tests share two cores), asserting success;
 /// returns its stdout.
