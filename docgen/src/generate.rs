@@ -59,9 +59,8 @@ impl Kind {
             .into_iter()
             .find(|k| k.name() == s)
             .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "unknown document kind {s:?} (word, glyph, code, line, paragraph, receipt, form, table)"
-                )
+                let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+                anyhow::anyhow!("unknown document kind {s:?} ({})", names.join(", "))
             })
     }
 }
