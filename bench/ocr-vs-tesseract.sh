@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The default OCR model next to Tesseract, in one run, on held-out generated pages: a clean
+# The default OCR model next to Tesseract, in one run, on held-out generated images: a clean
 # and a degraded set (seed and fonts never seen in training: Noto is held out), each read by
 #   - the model in f32 (exported here from the recipe's stage-2 checkpoint),
 #   - the model in int4 (the committed bundle, models/default-ocr, or --bundle),
@@ -7,9 +7,12 @@
 # Prints CER, WER, exact lines and seconds per image for each, as one table.
 #
 #   bench/ocr-vs-tesseract.sh [--checkpoint DIR] [--bundle DIR] [--count N] [--backend B]
+#                             [--kinds K,K...]
 #
 # Defaults: --checkpoint target/recipe-default-ocr/ckpt/stage2 (scripts/recipe-default-ocr
-# makes it), --bundle models/default-ocr, --count 100 pages a set, --backend ort.
+# makes it), --bundle models/default-ocr, --count 100 images a set, --backend ort, --kinds:
+# ove-docgen's default (pages: paragraphs, receipts, forms, tables); `--kinds word,line,code`
+# compares on single words, lines and codes, which is what the default model reads.
 # Everything runs with the same thread count (THREADS, default: all cores; Tesseract's
 # OMP_THREAD_LIMIT follows it). Work files go to target/bench-ocr.
 set -euo pipefail
@@ -19,13 +22,15 @@ CKPT=target/recipe-default-ocr/ckpt/stage2
 BUNDLE=models/default-ocr
 COUNT=100
 BACKEND=ort
+KINDS=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --checkpoint) CKPT="$2"; shift ;;
     --bundle) BUNDLE="$2"; shift ;;
     --count) COUNT="$2"; shift ;;
     --backend) BACKEND="$2"; shift ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    --kinds) KINDS="$2"; shift ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "ocr-vs-tesseract: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -41,9 +46,11 @@ BIN=target/release
 W=target/bench-ocr
 rm -rf "$W"; mkdir -p "$W"
 "$BIN/ove" export --checkpoint "$CKPT" --out "$W/f32" >/dev/null
+KIND_ARGS=()
+if [ -n "$KINDS" ]; then KIND_ARGS=(--kinds "$KINDS"); fi
 for set in clean degraded; do
   "$BIN/ove-docgen" generate --out "$W/$set" --count "$COUNT" --seed 2002 --fonts heldout \
-    --degradation "$set" --no-manifests >/dev/null
+    --degradation "$set" --no-manifests "${KIND_ARGS[@]}" >/dev/null
 done
 
 rows=()
@@ -66,12 +73,13 @@ for set in clean degraded; do
   rows+=("$set tesseract $W/$set.tesseract.json")
 done
 
-python3 - "$W" "$COUNT" "$THREADS" "$BACKEND" "${rows[@]}" <<'EOF'
+python3 - "$W" "$COUNT" "$THREADS" "$BACKEND" "${KINDS:-pages}" "${rows[@]}" <<'EOF'
 import json, sys
-w, count, threads, backend = sys.argv[1:5]
-print(f"\n{count} held-out pages a set (Noto fonts, seed 2002), {threads} threads, model on {backend}")
+w, count, threads, backend, kinds = sys.argv[1:6]
+print(f"\n{count} held-out images a set ({kinds}; Noto fonts, seed 2002), {threads} threads, "
+      f"model on {backend}")
 print(f"{'set':<9} {'reader':<10} {'CER':>7} {'WER':>7} {'exact lines':>12} {'s/image':>8}")
-for row in sys.argv[5:]:
+for row in sys.argv[6:]:
     s, reader, path = row.split(" ")
     j = json.load(open(path))
     t = j["total"]

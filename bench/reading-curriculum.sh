@@ -10,8 +10,9 @@
 # cut (most of a small crop's tokens), so the evaluation asks with an empty prompt
 # (`ove eval --prompt ""`). Held-out sets: Noto fonts (never trained on) with mixed
 # degradation, seed 1001; and the training fonts, clean, seed 23. CER per kind is printed.
-# This is the measurement behind "Where reading starts" in models/default-ocr/README.md, not
-# the recipe of the committed model (scripts/recipe-default-ocr).
+# This is the measurement behind "Where reading starts" in models/default-ocr/README.md.
+# scripts/recipe-default-ocr runs the same curriculum for the committed model, with the
+# runtime's chat template and OCR instructions, then pages and instructions in stage 2.
 #
 #   bench/reading-curriculum.sh            the full run (about 70 min on 2 cores)
 #   bench/reading-curriculum.sh --quick    a few images and steps: checks the pipeline only
@@ -25,7 +26,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
     --out) OUT="$2"; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "reading-curriculum: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
