@@ -15,8 +15,11 @@ pub const DEFAULT_OCR_PROMPT: &str = "Read all the text in the image.";
 /// Read the text of document images (each image on its own, with a reading prompt).
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  ove ocr page.png                       (the built-in default OCR model)\n  \
-                        ove ocr --bundle bundle/ scan1.png scan2.jpg"
+    after_help = "Examples:\n  ove ocr word.png                       (the built-in default OCR model)\n  \
+                        ove ocr --bundle bundle/ scan1.png scan2.jpg\n\n\
+                  The built-in model is small (trained on 2 CPU cores): it reads single\n\
+                  words, numbers and short lines, with mistakes, and invents text on whole\n\
+                  pages. For documents, pass --bundle with a model you fine-tuned and exported."
 )]
 pub struct Args {
     #[command(flatten)]
