@@ -290,6 +290,7 @@ fn fake_bundle(dir: &Path) -> Manifest {
                 in_channels: 3,
                 temporal_patch_size: 1,
                 hidden_act: "gelu".into(),
+                rope_theta: None,
             },
             text_config: TextConfig {
                 hidden_size: 16,

@@ -90,6 +90,10 @@ pub struct VisionConfig {
     pub temporal_patch_size: usize,
     #[serde(default = "default_hidden_act_gelu")]
     pub hidden_act: String,
+    /// Theta of the 2-D rotary; absent in the released configs (then
+    /// [`crate::rope::DEFAULT_VISION_ROPE_THETA`], see [`VisionConfig::rope_theta`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_theta: Option<f64>,
 }
 
 /// The Qwen3 decoder's `text_config`.
@@ -199,6 +203,30 @@ impl ModelConfig {
     }
 
     /// The relations the architecture needs; a checkpoint that breaks one cannot run.
+    /// Checks that a preprocessor cuts the patches this model's vision tower embeds: the
+    /// same patch size, merge size and temporal patch size (the graph's `patch_dim` input
+    /// width and the merger's `P / merge_unit` rows both depend on them).
+    pub fn check_preprocessor(&self, p: &PreprocessorConfig) -> Result<(), String> {
+        let v = &self.vision_config;
+        for (what, pre, model) in [
+            ("patch_size", p.patch_size, v.patch_size),
+            ("merge_size", p.merge_size, v.spatial_merge_size),
+            (
+                "temporal_patch_size",
+                p.temporal_patch_size,
+                v.temporal_patch_size,
+            ),
+        ] {
+            if pre != model {
+                return Err(format!(
+                    "preprocessor_config.json {what} is {pre} but config.json's vision_config \
+                     says {model}: the images would be cut into patches the model cannot read"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.model_type != "llavaonevision1_5" {
             return Err(format!(
@@ -442,6 +470,7 @@ impl GenerationConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn golden_config_text() -> String {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -450,30 +479,70 @@ mod tests {
             .unwrap_or_else(|e| panic!("golden data missing at {}: {e}", path.display()))
     }
 
+    /// Tensor shapes from the golden checkpoint's safetensors header: facts the upstream
+    /// implementation wrote, independent of our formulas.
+    fn golden_shapes() -> BTreeMap<String, Vec<usize>> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/golden/one-image/checkpoint/model.safetensors");
+        let bytes = std::fs::read(&path).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+        header
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter_map(|(k, v)| {
+                let shape = v.get("shape")?.as_array()?;
+                Some((
+                    k.clone(),
+                    shape.iter().map(|d| d.as_u64().unwrap() as usize).collect(),
+                ))
+            })
+            .collect()
+    }
+
+    /// The derived quantities against the shapes the reference's weights have (not the
+    /// formulas restated): q_norm is head_dim wide, q_proj/k_proj give q_dim/kv_dim, the
+    /// patch embedding's kernel is patch_dim, class_pos_emb is the vision head_dim / 2, the
+    /// merger's first layer is merger_hidden square.
     #[test]
-    fn parses_the_golden_config_and_derives_quantities() {
+    fn golden_config_quantities_match_the_golden_weights() {
         let cfg = ModelConfig::from_json(Path::new("config.json"), &golden_config_text()).unwrap();
+        let w = golden_shapes();
+        let (t, v) = (&cfg.text_config, &cfg.vision_config);
+        let shape = |n: &str| {
+            w.get(n)
+                .unwrap_or_else(|| panic!("{n} not in golden"))
+                .clone()
+        };
+        assert_eq!(
+            shape("model.layers.0.self_attn.q_norm.weight"),
+            [t.head_dim()]
+        );
+        assert_eq!(
+            shape("model.layers.0.self_attn.q_proj.weight"),
+            [t.q_dim(), t.hidden_size]
+        );
+        assert_eq!(
+            shape("model.layers.0.self_attn.k_proj.weight"),
+            [t.kv_dim(), t.hidden_size]
+        );
+        let (q, k) = (
+            shape("model.layers.0.self_attn.q_proj.weight")[0],
+            shape("model.layers.0.self_attn.k_proj.weight")[0],
+        );
+        assert_eq!(t.gqa_groups(), q / k);
+        let pe = shape("visual.patch_embed.proj.weight");
+        assert_eq!(v.patch_dim(), pe[1..].iter().product::<usize>());
+        assert_eq!(shape("visual.class_pos_emb"), [1, v.head_dim() / 2]);
+        assert_eq!(v.rope_inv_freq().len() * 2, v.head_dim() / 2);
+        assert_eq!(
+            shape("visual.merger.mlp.0.weight"),
+            [v.merger_hidden(), v.merger_hidden()]
+        );
+        assert_eq!(shape("visual.merger.mlp.2.weight")[0], v.text_hidden_size);
         let raw: serde_json::Value = serde_json::from_str(&golden_config_text()).unwrap();
-        let t = &raw["text_config"];
-        assert_eq!(
-            cfg.text_config.head_dim(),
-            t["head_dim"].as_u64().unwrap() as usize
-        );
-        assert_eq!(
-            cfg.text_config.gqa_groups(),
-            (t["num_attention_heads"].as_u64().unwrap()
-                / t["num_key_value_heads"].as_u64().unwrap()) as usize
-        );
-        assert_eq!(
-            cfg.text_config.q_dim(),
-            cfg.text_config.num_attention_heads * cfg.text_config.head_dim()
-        );
         assert_eq!(cfg.image_token_id, raw["image_token_id"].as_i64().unwrap());
-        assert_eq!(cfg.vision_config.patch_dim(), 3 * 14 * 14);
-        assert_eq!(
-            cfg.vision_config.head_dim(),
-            cfg.vision_config.hidden_size / cfg.vision_config.num_heads
-        );
     }
 
     #[test]
@@ -490,6 +559,8 @@ mod tests {
         assert_eq!(cfg.text_config.kv_dim(), 1024);
         assert_eq!(cfg.vision_config.head_dim(), 64);
         assert_eq!(cfg.vision_config.rotary_freqs(), 16);
+        assert_eq!(cfg.vision_config.rope_inv_freq().len(), 16);
+        assert_eq!(cfg.vision_config.rope_theta(), 10000.0);
         assert_eq!(cfg.vision_config.merger_hidden(), 4096);
         // A 1008x728 page: grid (1, 72, 52) -> 936 LLM tokens.
         assert_eq!(cfg.tokens_per_image([1, 72, 52]), 936);
@@ -542,6 +613,22 @@ mod tests {
         let mut v: serde_json::Value = serde_json::from_str(&golden_config_text()).unwrap();
         v["model_type"] = serde_json::json!("llama");
         assert!(ModelConfig::from_json(Path::new("config.json"), &v.to_string()).is_err());
+    }
+
+    #[test]
+    fn preprocessor_must_cut_the_models_patches() {
+        let cfg = ModelConfig::from_json(Path::new("config.json"), &golden_config_text()).unwrap();
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/golden/one-image/checkpoint/preprocessor_config.json");
+        let mut pre = PreprocessorConfig::from_file(&path).unwrap();
+        cfg.check_preprocessor(&pre).unwrap();
+        pre.merge_size = 3;
+        let err = cfg.check_preprocessor(&pre).unwrap_err();
+        assert!(err.contains("merge_size is 3"), "{err}");
+        pre.merge_size = cfg.vision_config.spatial_merge_size;
+        pre.patch_size = 16;
+        let err = cfg.check_preprocessor(&pre).unwrap_err();
+        assert!(err.contains("patch_size is 16"), "{err}");
     }
 
     #[test]

@@ -10,12 +10,16 @@
 //! - [`prompt`]: the ChatML template, tokenizer use and image-pad expansion;
 //! - [`manifest`]: the bundle manifest written by `ove export` and checked by the runtime.
 
+pub mod activation;
 pub mod checkpoint;
 pub mod config;
+pub mod graph_io;
 pub mod manifest;
+pub mod metrics;
 pub mod onnx_proto;
 pub mod preprocess;
 pub mod prompt;
+pub mod rope;
 pub mod tensor_file;
 
 pub use config::{GenerationConfig, ModelConfig, PreprocessorConfig, TextConfig, VisionConfig};

@@ -17,6 +17,7 @@ pub const IM_END: &str = "<|im_end|>";
 pub const VISION_START: &str = "<|vision_start|>";
 pub const VISION_END: &str = "<|vision_end|>";
 pub const IMAGE_PAD: &str = "<|image_pad|>";
+pub const ENDOFTEXT: &str = "<|endoftext|>";
 pub const DEFAULT_SYSTEM: &str = "You are a helpful assistant.";
 
 /// The ChatML text of one user turn followed by the assistant's header. Each image is
@@ -85,31 +86,59 @@ pub fn image_pad_runs(ids: &[i64], image_pad: i64) -> Vec<usize> {
 }
 
 /// Special token ids from the checkpoint's files: the config first, then the tokenizer's
-/// added tokens. The image pad must agree between the two when both name it.
+/// added tokens. The one definition the exporter (writing the manifest) and the runtime use.
 pub fn resolve_token_ids(
     config: &ModelConfig,
     generation: &GenerationConfig,
     tokenizer: Option<&Tokenizer>,
 ) -> Result<TokenIds> {
-    let lookup = |name: &str| tokenizer.and_then(|t| t.token_to_id(name)).map(i64::from);
-    if let Some(pad) = lookup(IMAGE_PAD) {
-        if pad != config.image_token_id {
-            bail!(
+    resolve_token_ids_by(
+        config,
+        generation,
+        tokenizer.map(|t| move |name: &str| t.token_to_id(name).map(i64::from)),
+    )
+}
+
+/// [`resolve_token_ids`] over any token-to-id lookup (e.g. tokenizer.json's `added_tokens`
+/// read without building a tokenizer). The rules:
+/// - with a tokenizer, it must contain the image pad, with the config's `image_token_id`;
+/// - vision start/end come from the config, else the tokenizer;
+/// - end of generation: `<|im_end|>`, then generation_config.json's `eos_token_id`s, and
+///   `<|endoftext|>` only when neither names one.
+pub fn resolve_token_ids_by(
+    config: &ModelConfig,
+    generation: &GenerationConfig,
+    lookup: Option<impl Fn(&str) -> Option<i64>>,
+) -> Result<TokenIds> {
+    if let Some(l) = &lookup {
+        match l(IMAGE_PAD) {
+            Some(pad) if pad == config.image_token_id => {}
+            Some(pad) => bail!(
                 "config.json says image_token_id {}, tokenizer.json maps {IMAGE_PAD} to {pad}",
                 config.image_token_id
-            );
+            ),
+            None => bail!(
+                "tokenizer.json has no {IMAGE_PAD} token (config.json's image_token_id is {}): \
+                 prompts with images cannot be written",
+                config.image_token_id
+            ),
         }
     }
+    let lookup = |name: &str| lookup.as_ref().and_then(|l| l(name));
     let im_end = lookup(IM_END);
-    let mut eos: Vec<i64> = generation
+    let mut eos: Vec<i64> = im_end.into_iter().collect();
+    for id in generation
         .eos_token_id
         .as_ref()
         .map(|e| e.to_vec())
-        .unwrap_or_default();
-    if let Some(end) = im_end {
-        if !eos.contains(&end) {
-            eos.insert(0, end);
+        .unwrap_or_default()
+    {
+        if !eos.contains(&id) {
+            eos.push(id);
         }
+    }
+    if eos.is_empty() {
+        eos.extend(lookup(ENDOFTEXT));
     }
     Ok(TokenIds {
         image_pad: config.image_token_id,
@@ -325,5 +354,13 @@ mod tests {
         );
         // The config and the tokenizer disagreeing on the image pad is refused.
         assert!(resolve_token_ids(&tiny_config(pad + 1), &gen, Some(&tok)).is_err());
+        // A tokenizer without the image pad is refused, naming it.
+        let no_pad = |name: &str| (name != IMAGE_PAD).then_some(7);
+        let err = resolve_token_ids_by(&tiny_config(pad), &gen, Some(no_pad)).unwrap_err();
+        assert!(format!("{err}").contains(IMAGE_PAD), "{err}");
+        // Without a tokenizer: the config's ids, and generation_config's eos only.
+        let bare =
+            resolve_token_ids_by(&tiny_config(pad), &gen, None::<fn(&str) -> Option<i64>>).unwrap();
+        assert_eq!((bare.image_pad, bare.eos.as_slice()), (pad, &[42][..]));
     }
 }

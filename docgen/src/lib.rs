@@ -15,7 +15,8 @@ pub mod augment;
 pub mod dataset;
 pub mod fonts;
 pub mod generate;
-pub mod metrics;
+/// The metrics live in `ove-core` (the runtime scores with them too); re-exported for scoring here.
+pub use ove_core::metrics;
 pub mod render;
 pub mod words;
 

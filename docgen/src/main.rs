@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use ove_docgen::dataset::{write_set, Degradation, Options};
 use ove_docgen::fonts::{self, CATALOGUE};
@@ -123,7 +123,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Score { data, predictions } => {
             let pred_dir = predictions.unwrap_or_else(|| data.clone());
-            let mut names: Vec<String> = std::fs::read_dir(&data)?
+            let mut names: Vec<String> = std::fs::read_dir(&data)
+                .with_context(|| format!("reading the folder {}", data.display()))?
                 .filter_map(|e| e.ok())
                 .filter_map(|e| e.file_name().to_str().map(str::to_string))
                 .filter(|n| n.ends_with(".txt") && !n.ends_with(".pred.txt"))
@@ -133,11 +134,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let mut scores = Vec::new();
             println!("{:<32} {:>8} {:>8} {:>8}", "image", "CER", "WER", "lines");
             for n in &names {
-                let reference = std::fs::read_to_string(data.join(format!("{n}.txt")))?;
+                let ref_path = data.join(format!("{n}.txt"));
+                let reference = std::fs::read_to_string(&ref_path)
+                    .with_context(|| format!("reading {}", ref_path.display()))?;
                 let pred_path = pred_dir.join(format!("{n}.pred.txt"));
-                let Ok(pred) = std::fs::read_to_string(&pred_path) else {
-                    eprintln!("warning: no {}", pred_path.display());
-                    continue;
+                // The same rule as `ove eval`: an image without a prediction counts as read
+                // empty (every reference character an error), never as left out of the total.
+                let pred = match std::fs::read_to_string(&pred_path) {
+                    Ok(p) => p,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        eprintln!(
+                            "warning: no {} (counted as an empty reading)",
+                            pred_path.display()
+                        );
+                        String::new()
+                    }
+                    Err(e) => {
+                        return Err(anyhow::Error::new(e)
+                            .context(format!("reading {}", pred_path.display())))
+                    }
                 };
                 let s = metrics::score(&reference, &pred);
                 println!(

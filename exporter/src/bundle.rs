@@ -58,6 +58,8 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
             opts.checkpoint.display()
         )
     })?;
+    cfg.check_preprocessor(&preprocessor)
+        .map_err(|e| anyhow::anyhow!("checkpoint {}: {e}", opts.checkpoint.display()))?;
     let max_context = opts
         .max_context
         .unwrap_or(cfg.text_config.max_position_embeddings);
@@ -443,37 +445,13 @@ pub fn write_gather_block_quantized(path: &Path, t: &GatherBlockQuantizedWeight)
 /// Special token ids from config.json, generation_config.json and tokenizer.json's
 /// `added_tokens` (never constants: checkpoints and the golden cases use different ids).
 fn token_ids(ck: &Checkpoint, cfg: &ModelConfig) -> Result<TokenIds> {
-    let added = match ck.tokenizer_path() {
-        Some(p) => added_tokens(&p)?,
-        None => BTreeMap::new(),
-    };
-    let by_name = |s: &str| added.get(s).copied();
-    let im_end = by_name("<|im_end|>");
-    let mut eos: Vec<i64> = im_end.into_iter().collect();
-    if let Some(e) = &ck.generation.eos_token_id {
-        for id in e.to_vec() {
-            if !eos.contains(&id) {
-                eos.push(id);
-            }
-        }
-    }
-    if let Some(e) = by_name("<|endoftext|>") {
-        if eos.is_empty() {
-            eos.push(e);
-        }
-    }
-    Ok(TokenIds {
-        image_pad: cfg.image_token_id,
-        vision_start: cfg
-            .vision_start_token_id
-            .or_else(|| by_name("<|vision_start|>")),
-        vision_end: cfg
-            .vision_end_token_id
-            .or_else(|| by_name("<|vision_end|>")),
-        im_start: by_name("<|im_start|>"),
-        im_end,
-        eos,
-    })
+    let added = ck.tokenizer_path().map(|p| added_tokens(&p)).transpose()?;
+    ove_core::prompt::resolve_token_ids_by(
+        cfg,
+        &ck.generation,
+        added.as_ref().map(|a| |s: &str| a.get(s).copied()),
+    )
+    .with_context(|| format!("checkpoint {}", ck.dir.display()))
 }
 
 /// `content -> id` of tokenizer.json's `added_tokens`.

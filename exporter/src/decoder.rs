@@ -8,11 +8,12 @@
 
 use anyhow::Result;
 use ove_core::config::TextConfig;
+use ove_core::graph_io as io;
 use ove_core::onnx_proto::data_type;
 use ove_core::ModelConfig;
 
 use crate::graph::Dim;
-use crate::nn::{inv_freq, rope, silu, Ctx};
+use crate::nn::{activation, rope, Ctx};
 use crate::weights::LinearWeight;
 
 /// Per-sequence values shared by all layers.
@@ -41,12 +42,12 @@ fn attention(
     cx.g.set_scope(&p);
     let eps = t.rms_norm_eps;
     let past_k = cx.g.input(
-        &format!("past_key.{l}"),
+        &io::past_key(l),
         data_type::FLOAT,
         &[kvh.into(), Dim::Sym("K"), hd.into()],
     );
     let past_v = cx.g.input(
-        &format!("past_value.{l}"),
+        &io::past_value(l),
         data_type::FLOAT,
         &[kvh.into(), Dim::Sym("K"), hd.into()],
     );
@@ -85,14 +86,14 @@ fn attention(
     Ok((o, present_k, present_v))
 }
 
-/// SwiGLU MLP of layer `l`: down(silu(gate(x)) * up(x)).
+/// Gated MLP of layer `l`: down(act(gate(x)) * up(x)), act = `hidden_act` (SiLU in Qwen3).
 fn mlp(cx: &mut Ctx, t: &TextConfig, l: usize, x: &str) -> Result<String> {
     let p = format!("model.layers.{l}.mlp");
     cx.g.set_scope(&p);
     let (h, i) = (t.hidden_size, t.intermediate_size);
     let gate = cx.linear(x, &format!("{p}.gate_proj"), h, i, false)?;
     let up = cx.linear(x, &format!("{p}.up_proj"), h, i, false)?;
-    let a = silu(&mut cx.g, &gate);
+    let a = activation(&mut cx.g, &t.hidden_act, "text_config.hidden_act", &gate)?;
     let a = cx.g.mul(&a, &up);
     cx.linear(&a, &format!("{p}.down_proj"), i, h, false)
 }
@@ -104,21 +105,21 @@ pub fn build(cx: &mut Ctx, cfg: &ModelConfig) -> Result<()> {
     let eps = t.rms_norm_eps;
     let g = &mut cx.g;
     let mut x = g.input(
-        "inputs_embeds",
+        io::INPUTS_EMBEDS,
         data_type::FLOAT,
         &[Dim::Sym("S"), h.into()],
     );
-    let pos = g.input("position_ids", data_type::INT64, &[Dim::Sym("S")]);
+    let pos = g.input(io::POSITION_IDS, data_type::INT64, &[Dim::Sym("S")]);
     let bias = g.input(
-        "attention_bias",
+        io::ATTENTION_BIAS,
         data_type::FLOAT,
         &[Dim::Sym("S"), Dim::Sym("T")],
     );
-    let logits_index = g.input("logits_index", data_type::INT64, &[Dim::Sym("L")]);
+    let logits_index = g.input(io::LOGITS_INDEX, data_type::INT64, &[Dim::Sym("L")]);
 
     // RoPE angles [S, hd]: position * [f ; f] (one product per element, as the reference).
     g.set_scope("model.rotary_emb");
-    let f = inv_freq(t.rope_theta, hd);
+    let f = t.rope_inv_freq();
     let f2: Vec<f32> = f.iter().chain(f.iter()).copied().collect();
     let freqs = g.const_f32("model.rotary_emb.inv_freq", &[1, hd], &f2);
     let posf = g.cast(&pos, data_type::FLOAT);
@@ -169,14 +170,14 @@ pub fn build(cx: &mut Ctx, cfg: &ModelConfig) -> Result<()> {
     let g = &mut cx.g;
     g.output(
         &logits,
-        "logits",
+        io::LOGITS,
         data_type::FLOAT,
         &[Dim::Sym("L"), t.vocab_size.into()],
     );
     for (l, (pk, pv)) in presents.iter().enumerate() {
         let dims = [kvh.into(), Dim::Sym("T"), hd.into()];
-        g.output(pk, &format!("present_key.{l}"), data_type::FLOAT, &dims);
-        g.output(pv, &format!("present_value.{l}"), data_type::FLOAT, &dims);
+        g.output(pk, &io::present_key(l), data_type::FLOAT, &dims);
+        g.output(pv, &io::present_value(l), data_type::FLOAT, &dims);
     }
     Ok(())
 }

@@ -4,7 +4,8 @@
 //! in exactly the node patterns ONNX Runtime's LayerNorm / SimplifiedLayerNorm fusions
 //! recognise (Pow 2, ReduceMean, Add eps, Sqrt, Div, Mul, Add), so it still fuses them.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use ove_core::activation::Activation;
 
 use crate::graph::GraphBuilder;
 use crate::weights::{LinearWeight, Weights};
@@ -144,6 +145,37 @@ pub fn silu(g: &mut GraphBuilder, x: &str) -> String {
     g.mul(x, &s)
 }
 
+/// The activation a config's `hidden_act` names, as the trainer computes it (`field` names the
+/// config entry in the error, e.g. `text_config.hidden_act`): an unknown name is refused, never
+/// exported as another activation.
+pub fn activation(g: &mut GraphBuilder, name: &str, field: &str, x: &str) -> Result<String> {
+    let act: Activation = name
+        .parse()
+        .with_context(|| format!("config.json {field}"))?;
+    Ok(match act {
+        Activation::Gelu => gelu(g, x),
+        Activation::Silu => silu(g, x),
+        // x * sigmoid(1.702 x)
+        Activation::QuickGelu => {
+            let s = g.scale(x, 1.702);
+            let s = g.sigmoid(&s);
+            g.mul(x, &s)
+        }
+        // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), PyTorch's approximate='tanh'.
+        Activation::GeluTanh => {
+            let x3 = g.pow(x, 3.0);
+            let x3 = g.scale(&x3, 0.044715);
+            let inner = g.add(x, &x3);
+            let inner = g.scale(&inner, (2.0 / std::f32::consts::PI).sqrt());
+            let t = g.node("Tanh", &[&inner], vec![]);
+            let one = g.scalar(1.0);
+            let t = g.add(&t, &one);
+            let y = g.mul(x, &t);
+            g.scale(&y, 0.5)
+        }
+    })
+}
+
 /// Rotary embedding, rotate-half style: `x * cos + rotate_half(x) * sin`, where
 /// `rotate_half([a; b]) = [-b; a]` over the last axis of size `dim`; `cos`/`sin`
 /// broadcast against `x`.
@@ -156,12 +188,4 @@ pub fn rope(g: &mut GraphBuilder, x: &str, cos: &str, sin: &str, dim: usize) -> 
     let xc = g.mul(x, cos);
     let rs = g.mul(&rot, sin);
     g.add(&xc, &rs)
-}
-
-/// Rotary inverse frequencies `1 / theta^(2i/dim)`, i < dim/2, in f32 as PyTorch
-/// computes them (f32 exponent, f32 pow, f32 reciprocal).
-pub fn inv_freq(theta: f64, dim: usize) -> Vec<f32> {
-    (0..dim / 2)
-        .map(|i| 1.0f32 / (theta as f32).powf((2 * i) as f32 / dim as f32))
-        .collect()
 }

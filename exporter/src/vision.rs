@@ -7,21 +7,22 @@
 
 use anyhow::Result;
 use ove_core::config::VisionConfig;
+use ove_core::graph_io as io;
 use ove_core::onnx_proto::data_type;
 
 use crate::graph::GraphBuilder;
-use crate::nn::{gelu, inv_freq, rope, Ctx};
+use crate::nn::{activation, rope, Ctx};
 use crate::weights::LinearWeight;
 
 /// Rotary `cos` and `sin` [N, head_dim] for the class token followed by the patches.
 ///
-/// Per patch the angles are `[h*f ; w*f]` (f: head_dim/4 frequencies, theta 10000), then
+/// Per patch the angles are `[h*f ; w*f]` (f: head_dim/4 frequencies, `VisionConfig::rope_inv_freq`), then
 /// duplicated to head_dim. Both steps are one MatMul of the (row, col) positions by a
 /// constant [2, head_dim] matrix `[[f, 0, f, 0], [0, f, 0, f]]`: each output is a single
 /// product plus exact zeros, so it equals the reference's f32 `h * f` bit for bit.
 fn rotary(cx: &mut Ctx, v: &VisionConfig, patch_pos: &str) -> Result<(String, String)> {
     let hd = v.head_dim();
-    let f = inv_freq(10000.0, hd / 2);
+    let f = v.rope_inv_freq();
     let q = f.len();
     let mut m = vec![0f32; 2 * hd];
     for (i, &fi) in f.iter().enumerate() {
@@ -90,7 +91,7 @@ fn mlp(cx: &mut Ctx, v: &VisionConfig, i: usize, x: &str) -> Result<String> {
         v.intermediate_size,
         true,
     )?;
-    let h = gelu(&mut cx.g, &h);
+    let h = activation(&mut cx.g, &v.hidden_act, "vision_config.hidden_act", &h)?;
     cx.linear(
         &h,
         &format!("{p}.fc2"),
@@ -162,13 +163,13 @@ pub fn build(cx: &mut Ctx, cfg: &ove_core::ModelConfig) -> Result<()> {
     let d = v.hidden_size;
     let g: &mut GraphBuilder = &mut cx.g;
     let pix = g.input(
-        "pixel_values",
+        io::PIXEL_VALUES,
         data_type::FLOAT,
         &[Dim::Sym("P"), v.patch_dim().into()],
     );
-    let pos = g.input("patch_pos", data_type::INT64, &[Dim::Sym("P"), 2.into()]);
-    let carry = g.input("carry", data_type::FLOAT, &[Dim::Sym("C"), d.into()]);
-    let window_index = g.input("window_index", data_type::INT64, &[Dim::Sym("P")]);
+    let pos = g.input(io::PATCH_POS, data_type::INT64, &[Dim::Sym("P"), 2.into()]);
+    let carry = g.input(io::CARRY, data_type::FLOAT, &[Dim::Sym("C"), d.into()]);
+    let window_index = g.input(io::WINDOW_INDEX, data_type::INT64, &[Dim::Sym("P")]);
     let states = encoder(cx, v, &pix, &pos)?;
     cx.g.set_scope("visual");
     let rows = cx.g.concat(&[&carry, &states], 0);
@@ -177,19 +178,19 @@ pub fn build(cx: &mut Ctx, cfg: &ove_core::ModelConfig) -> Result<()> {
     let g = &mut cx.g;
     g.output(
         &tokens,
-        "vision_tokens",
+        io::VISION_TOKENS,
         data_type::FLOAT,
         &[Dim::Sym("P"), d.into()],
     );
     g.output(
         &embeds,
-        "image_embeds",
+        io::IMAGE_EMBEDS,
         data_type::FLOAT,
         &[Dim::Sym("P/4"), cfg.text_config.hidden_size.into()],
     );
     g.output(
         &states,
-        "vision_states",
+        io::VISION_STATES,
         data_type::FLOAT,
         &[Dim::Sym("P+1"), d.into()],
     );

@@ -151,6 +151,15 @@ fn special_tokens_come_from_tokenizer_and_generation_config() {
             {"id": 1653, "content": "<|vision_end|>"},
         ]
     });
+    // Without the image pad the tokenizer cannot write image prompts: refused, naming it.
+    std::fs::write(ck.join("tokenizer.json"), tokenizer.to_string()).unwrap();
+    let err = export_err(&ck, &tmp.path().join("bundle"));
+    assert!(err.contains("<|image_pad|>"), "{err}");
+    let mut tokenizer = tokenizer;
+    tokenizer["added_tokens"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"id": 1655, "content": "<|image_pad|>"}));
     std::fs::write(ck.join("tokenizer.json"), tokenizer.to_string()).unwrap();
     std::fs::write(
         ck.join("generation_config.json"),
@@ -292,4 +301,45 @@ fn bf16_checkpoint_exports() {
         .map(|x| half::bf16::from_f32(*x).to_f32())
         .collect();
     assert_eq!(table["embed_tokens"].to_f32(), want);
+}
+
+/// A checkpoint whose config.json has `section.hidden_act = act` (golden weights).
+fn checkpoint_with_act(dir: &Path, section: &str, act: &str) -> PathBuf {
+    let ck = edited_checkpoint(dir, |_| {});
+    let path = ck.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    cfg[section]["hidden_act"] = serde_json::Value::String(act.into());
+    std::fs::write(&path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    ck
+}
+
+#[test]
+fn unknown_activation_is_refused_with_its_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = checkpoint_with_act(tmp.path(), "text_config", "relu");
+    let err = export_err(&ck, &tmp.path().join("bundle"));
+    assert!(err.contains("text_config.hidden_act"), "{err}");
+    assert!(err.contains("\"relu\""), "{err}");
+    assert_only(tmp.path(), &["ckpt"]);
+}
+
+#[test]
+fn the_configured_activation_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let graph = |act: &str| {
+        let dir = tmp.path().join(act);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ck = checkpoint_with_act(&dir, "vision_config", act);
+        let out = dir.join("bundle");
+        export(&ExportOptions::new(&ck, &out)).unwrap();
+        std::fs::read(out.join("vision.onnx")).unwrap()
+    };
+    let (erf, tanh) = (graph("gelu"), graph("gelu_pytorch_tanh"));
+    let has = |g: &[u8], op: &[u8]| g.windows(op.len()).any(|w| w == op);
+    assert!(has(&erf, b"Erf") && !has(&erf, b"Tanh"));
+    assert!(
+        has(&tanh, b"Tanh"),
+        "gelu_pytorch_tanh exported without a Tanh node"
+    );
 }

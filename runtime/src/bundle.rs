@@ -7,6 +7,7 @@
 //! docs/BUNDLE.md should fail with a message naming the missing tensor, not deep inside
 //! ONNX Runtime or tract.
 
+use ove_core::graph_io as io;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -156,6 +157,9 @@ fn check_manifest(m: &Manifest) -> Result<()> {
     m.preprocessor
         .validate()
         .map_err(|e| anyhow!("preprocessor: {e}"))?;
+    m.model
+        .check_preprocessor(&m.preprocessor)
+        .map_err(|e| anyhow!("manifest: {e}"))?;
     if !matches!(m.dtype.as_str(), "f32" | "f16") {
         bail!(
             "dtype {:?}: this runtime knows \"f32\" and \"f16\"",
@@ -366,19 +370,25 @@ fn check_vision_io(g: &GraphInfo, m: &Manifest) -> Result<()> {
     expect_io(
         g,
         false,
-        "pixel_values",
+        io::PIXEL_VALUES,
         data_type::FLOAT,
         &[None, Some(v.patch_dim())],
     )?;
-    expect_io(g, false, "patch_pos", data_type::INT64, &[None, Some(2)])?;
+    expect_io(g, false, io::PATCH_POS, data_type::INT64, &[None, Some(2)])?;
     expect_io(
         g,
         true,
-        "vision_tokens",
+        io::VISION_TOKENS,
         data_type::FLOAT,
         &[None, Some(v.hidden_size)],
     )?;
-    expect_io(g, true, "image_embeds", data_type::FLOAT, &[None, Some(h)])?;
+    expect_io(
+        g,
+        true,
+        io::IMAGE_EMBEDS,
+        data_type::FLOAT,
+        &[None, Some(h)],
+    )?;
     Ok(())
 }
 
@@ -388,27 +398,33 @@ fn check_decoder_io(g: &GraphInfo, m: &Manifest) -> Result<()> {
     expect_io(
         g,
         false,
-        "inputs_embeds",
+        io::INPUTS_EMBEDS,
         data_type::FLOAT,
         &[None, Some(h)],
     )?;
-    expect_io(g, false, "position_ids", data_type::INT64, &[None])?;
-    expect_io(g, false, "attention_bias", data_type::FLOAT, &[None, None])?;
-    expect_io(g, false, "logits_index", data_type::INT64, &[None])?;
+    expect_io(g, false, io::POSITION_IDS, data_type::INT64, &[None])?;
+    expect_io(
+        g,
+        false,
+        io::ATTENTION_BIAS,
+        data_type::FLOAT,
+        &[None, None],
+    )?;
+    expect_io(g, false, io::LOGITS_INDEX, data_type::INT64, &[None])?;
     expect_io(
         g,
         true,
-        "logits",
+        io::LOGITS,
         data_type::FLOAT,
         &[None, Some(t.vocab_size)],
     )?;
     let kv = [Some(kvh), None, Some(hd)];
     for l in 0..t.num_hidden_layers {
         for (output, prefix) in [
-            (false, "past_key"),
-            (false, "past_value"),
-            (true, "present_key"),
-            (true, "present_value"),
+            (false, io::PAST_KEY),
+            (false, io::PAST_VALUE),
+            (true, io::PRESENT_KEY),
+            (true, io::PRESENT_VALUE),
         ] {
             expect_io(g, output, &format!("{prefix}.{l}"), data_type::FLOAT, &kv)?;
         }
@@ -416,7 +432,7 @@ fn check_decoder_io(g: &GraphInfo, m: &Manifest) -> Result<()> {
     let layers = g
         .inputs
         .iter()
-        .filter(|i| i.name.starts_with("past_key."))
+        .filter(|i| i.name.starts_with(&format!("{}.", io::PAST_KEY)))
         .count();
     if layers != t.num_hidden_layers {
         bail!(

@@ -5,6 +5,8 @@
 //! token costs one single-token step. The tensors stay in the backend's own type (an ONNX
 //! Runtime value, a tract tensor) so that nothing is copied between steps.
 
+use ove_core::graph_io as io;
+
 /// Geometry of the cache, from the manifest's text config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvShape {
@@ -30,10 +32,10 @@ pub fn tensor_names(layers: usize) -> (Vec<String>, Vec<String>) {
     let mut past = Vec::with_capacity(2 * layers);
     let mut present = Vec::with_capacity(2 * layers);
     for l in 0..layers {
-        past.push(format!("past_key.{l}"));
-        past.push(format!("past_value.{l}"));
-        present.push(format!("present_key.{l}"));
-        present.push(format!("present_value.{l}"));
+        past.push(io::past_key(l));
+        past.push(io::past_value(l));
+        present.push(io::present_key(l));
+        present.push(io::present_value(l));
     }
     (past, present)
 }

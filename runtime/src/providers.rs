@@ -14,6 +14,7 @@
 //! ([`ProfileFile`]: `ove-profile.toml` in the bundle directory, or `--profile FILE`, TOML
 //! or JSON by extension), then the command line (`--ep`, `--max-context`, `--device-id`).
 
+use ove_core::graph_io as io;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -559,10 +560,10 @@ pub fn profile_shapes(m: &Manifest, s: &ProviderSettings, graph: Graph) -> [Stri
         Graph::Vision => {
             let (p, c) = (l.patches[i], l.carry[i]);
             fmt(vec![
-                ("pixel_values".into(), vec![p, v.patch_dim()]),
-                ("patch_pos".into(), vec![p, 2]),
-                ("carry".into(), vec![c, v.hidden_size]),
-                ("window_index".into(), vec![p]),
+                (io::PIXEL_VALUES.into(), vec![p, v.patch_dim()]),
+                (io::PATCH_POS.into(), vec![p, 2]),
+                (io::CARRY.into(), vec![c, v.hidden_size]),
+                (io::WINDOW_INDEX.into(), vec![p]),
             ])
         }
         Graph::Decoder => {
@@ -570,15 +571,15 @@ pub fn profile_shapes(m: &Manifest, s: &ProviderSettings, graph: Graph) -> [Stri
             // attention_bias is [S, K+S]; its second dim never exceeds the context.
             let total = (k + sq).min(effective_max_context(m, s)).max(1);
             let mut parts = vec![
-                ("inputs_embeds".to_string(), vec![sq, t.hidden_size]),
-                ("position_ids".into(), vec![sq]),
-                ("attention_bias".into(), vec![sq, total]),
-                ("logits_index".into(), vec![sq]),
+                (io::INPUTS_EMBEDS.to_string(), vec![sq, t.hidden_size]),
+                (io::POSITION_IDS.into(), vec![sq]),
+                (io::ATTENTION_BIAS.into(), vec![sq, total]),
+                (io::LOGITS_INDEX.into(), vec![sq]),
             ];
             let (kvh, hd) = (t.num_key_value_heads, t.head_dim());
             for layer in 0..t.num_hidden_layers {
-                parts.push((format!("past_key.{layer}"), vec![kvh, k, hd]));
-                parts.push((format!("past_value.{layer}"), vec![kvh, k, hd]));
+                parts.push((io::past_key(layer), vec![kvh, k, hd]));
+                parts.push((io::past_value(layer), vec![kvh, k, hd]));
             }
             fmt(parts)
         }

@@ -103,10 +103,9 @@ pub struct Rope {
 
 impl Rope {
     pub fn new(cfg: &TextConfig, device: Device) -> Self {
-        let hd = cfg.head_dim() as i64;
-        let exponent = Tensor::arange_start_step(0, hd, 2, (Kind::Float, device)) / hd as f64;
+        // The one definition of the frequencies (ove-core), as the exporter uses.
         Self {
-            inv_freq: Tensor::pow_scalar(cfg.rope_theta, &exponent).reciprocal(),
+            inv_freq: Tensor::from_slice(&cfg.rope_inv_freq()).to_device(device),
         }
     }
 

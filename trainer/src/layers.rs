@@ -112,13 +112,14 @@ pub fn gelu(x: &Tensor) -> Tensor {
     x.gelu("none")
 }
 
-/// The activation named by a config's `hidden_act`.
+/// The activation named by a config's `hidden_act` (parsed by `ove_core::activation`, the
+/// same names the exporter accepts).
 pub fn activation(name: &str) -> anyhow::Result<fn(&Tensor) -> Tensor> {
-    Ok(match name {
-        "gelu" => gelu,
-        "quick_gelu" => |x: &Tensor| x * (x * 1.702).sigmoid(),
-        "gelu_pytorch_tanh" | "gelu_new" => |x: &Tensor| x.gelu("tanh"),
-        "silu" | "swish" => |x: &Tensor| x.silu(),
-        other => anyhow::bail!("unsupported hidden_act {other:?}"),
+    use ove_core::activation::Activation;
+    Ok(match name.parse::<Activation>()? {
+        Activation::Gelu => gelu,
+        Activation::QuickGelu => |x: &Tensor| x * (x * 1.702).sigmoid(),
+        Activation::GeluTanh => |x: &Tensor| x.gelu("tanh"),
+        Activation::Silu => |x: &Tensor| x.silu(),
     })
 }

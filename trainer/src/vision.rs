@@ -23,9 +23,6 @@ use ove_core::preprocess::patch_positions;
 
 use crate::layers::{activation, apply_rotary, LayerNorm, Linear, INIT_STD};
 
-/// Theta of the 2-D rotary embedding.
-pub const VISION_ROPE_THETA: f64 = 10000.0;
-
 /// `visual.patch_embed`: Conv2d(C -> D, kernel p, stride p, no bias) applied to pre-cut
 /// patches, computed as one matmul with the kernel flattened to `[D, C*T*p*p]`.
 #[derive(Debug)]
@@ -231,11 +228,8 @@ impl RiceVit {
         let blocks = (0..cfg.depth)
             .map(|i| VisionBlock::new(&vs / "blocks" / i, cfg))
             .collect::<Result<Vec<_>>>()?;
-        // inv_freq = 1 / theta^(arange(0, dim, 2) / dim) with dim = head_dim / 2, in f32.
-        let dim = head_dim / 2;
-        let exponent =
-            Tensor::arange_start_step(0, dim, 2, (Kind::Float, vs.device())) / dim as f64;
-        let inv_freq = Tensor::pow_scalar(VISION_ROPE_THETA, &exponent).reciprocal();
+        // The one definition of the encoder's frequencies (ove-core), as the exporter uses.
+        let inv_freq = Tensor::from_slice(&cfg.rope_inv_freq()).to_device(vs.device());
         Ok(Self {
             patch_embed: PatchEmbed::new(&vs / "patch_embed", cfg),
             class_embedding,

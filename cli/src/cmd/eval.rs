@@ -14,7 +14,7 @@ use serde_json::json;
 use super::ocr::DEFAULT_OCR_PROMPT;
 use super::run::{answer, prompt_builder, ModelArgs, SamplingArgs};
 
-use ove_docgen::metrics;
+use ove_core::metrics;
 
 const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif"];
 

@@ -23,6 +23,7 @@
 //! (pure, unit-tested) and registered here, per graph, with fallback to the next provider
 //! when one is missing from the library, fails to register, or fails to build the session.
 
+use ove_core::graph_io as io;
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -525,21 +526,23 @@ impl Backend for OrtBackend {
         let (p, c) = check_vision_inputs(x, &self.dims)?;
         let inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = vec![
             (
-                "pixel_values".into(),
+                io::PIXEL_VALUES.into(),
                 view(vec![p, self.dims.patch_dim], x.pixel_values)?,
             ),
-            ("patch_pos".into(), view(vec![p, 2], x.patch_pos)?),
+            (io::PATCH_POS.into(), view(vec![p, 2], x.patch_pos)?),
             (
-                "carry".into(),
+                io::CARRY.into(),
                 view(vec![c, self.dims.vision_hidden], x.carry)?,
             ),
-            ("window_index".into(), view(vec![p], x.window_index)?),
+            (io::WINDOW_INDEX.into(), view(vec![p], x.window_index)?),
         ];
         let mut out =
             ort_err(self.vision.run(inputs)).context("ONNX Runtime failed running vision.onnx")?;
-        let (_, vision_tokens) = values_f32(&take(&mut out, "vision_tokens")?, "vision_tokens")?;
-        let (_, image_embeds) = values_f32(&take(&mut out, "image_embeds")?, "image_embeds")?;
-        let (_, vision_states) = values_f32(&take(&mut out, "vision_states")?, "vision_states")?;
+        let (_, vision_tokens) =
+            values_f32(&take(&mut out, io::VISION_TOKENS)?, io::VISION_TOKENS)?;
+        let (_, image_embeds) = values_f32(&take(&mut out, io::IMAGE_EMBEDS)?, io::IMAGE_EMBEDS)?;
+        let (_, vision_states) =
+            values_f32(&take(&mut out, io::VISION_STATES)?, io::VISION_STATES)?;
         let result = VisionOutput {
             vision_tokens,
             image_embeds,
@@ -568,16 +571,16 @@ impl Backend for OrtBackend {
         let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
             Vec::with_capacity(4 + past.len());
         inputs.push((
-            "inputs_embeds".into(),
+            io::INPUTS_EMBEDS.into(),
             view(vec![s, self.dims.hidden], x.inputs_embeds)?,
         ));
-        inputs.push(("position_ids".into(), view(vec![s], x.position_ids)?));
+        inputs.push((io::POSITION_IDS.into(), view(vec![s], x.position_ids)?));
         inputs.push((
-            "attention_bias".into(),
+            io::ATTENTION_BIAS.into(),
             view(vec![s, k + s], x.attention_bias)?,
         ));
         inputs.push((
-            "logits_index".into(),
+            io::LOGITS_INDEX.into(),
             view(vec![x.logits_index.len()], x.logits_index)?,
         ));
         for (name, v) in self.past.iter().zip(past) {
@@ -586,7 +589,7 @@ impl Backend for OrtBackend {
         }
         let mut out = ort_err(self.decoder.run(inputs))
             .context("ONNX Runtime failed running decoder.onnx")?;
-        let (shape, logits) = values_f32(&take(&mut out, "logits")?, "logits")?;
+        let (shape, logits) = values_f32(&take(&mut out, io::LOGITS)?, io::LOGITS)?;
         let want = [x.logits_index.len(), self.dims.vocab];
         if shape != want {
             bail!("decoder output logits has shape {shape:?}, expected {want:?}");

@@ -4,6 +4,7 @@
 //! symbolic, optimized once, and turned into one runnable plan that every call reuses:
 //! tract resolves the symbols from the input shapes on each run.
 
+use ove_core::graph_io as io;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -135,10 +136,10 @@ impl TractBackend {
             let p = sym.sym("M").to_dim() * dims.merge_unit as i64;
             let c = sym.sym("C").to_dim();
             match name {
-                "pixel_values" => Some(f32::fact([p, dims.patch_dim.to_dim()]).into()),
-                "patch_pos" => Some(i64::fact([p, 2.to_dim()]).into()),
-                "carry" => Some(f32::fact([c, dims.vision_hidden.to_dim()]).into()),
-                "window_index" => Some(i64::fact([p]).into()),
+                io::PIXEL_VALUES => Some(f32::fact([p, dims.patch_dim.to_dim()]).into()),
+                io::PATCH_POS => Some(i64::fact([p, 2.to_dim()]).into()),
+                io::CARRY => Some(f32::fact([c, dims.vision_hidden.to_dim()]).into()),
+                io::WINDOW_INDEX => Some(i64::fact([p]).into()),
                 _ => None,
             }
         })?;
@@ -150,11 +151,11 @@ impl TractBackend {
                 sym.sym("L").to_dim(),
             );
             let fact: InferenceFact = match name {
-                "inputs_embeds" => f32::fact([s, dims.hidden.to_dim()]).into(),
-                "position_ids" => i64::fact([s]).into(),
-                "attention_bias" => f32::fact([s.clone(), k + s]).into(),
-                "logits_index" => i64::fact([l]).into(),
-                n if n.starts_with("past_key.") || n.starts_with("past_value.") => {
+                io::INPUTS_EMBEDS => f32::fact([s, dims.hidden.to_dim()]).into(),
+                io::POSITION_IDS => i64::fact([s]).into(),
+                io::ATTENTION_BIAS => f32::fact([s.clone(), k + s]).into(),
+                io::LOGITS_INDEX => i64::fact([l]).into(),
+                n if io::is_past(n) => {
                     f32::fact([kv.kv_heads.to_dim(), k, kv.head_dim.to_dim()]).into()
                 }
                 _ => return None,
@@ -165,30 +166,30 @@ impl TractBackend {
         let d = &decoder;
         Ok(Self {
             dec_in: [
-                d.input_index("inputs_embeds")?,
-                d.input_index("position_ids")?,
-                d.input_index("attention_bias")?,
-                d.input_index("logits_index")?,
+                d.input_index(io::INPUTS_EMBEDS)?,
+                d.input_index(io::POSITION_IDS)?,
+                d.input_index(io::ATTENTION_BIAS)?,
+                d.input_index(io::LOGITS_INDEX)?,
             ],
             past_in: past
                 .iter()
                 .map(|n| d.input_index(n))
                 .collect::<Result<_>>()?,
-            logits_out: d.output_index("logits")?,
+            logits_out: d.output_index(io::LOGITS)?,
             present_out: present
                 .iter()
                 .map(|n| d.output_index(n))
                 .collect::<Result<_>>()?,
             vis_in: [
-                vision.input_index("pixel_values")?,
-                vision.input_index("patch_pos")?,
-                vision.input_index("carry")?,
-                vision.input_index("window_index")?,
+                vision.input_index(io::PIXEL_VALUES)?,
+                vision.input_index(io::PATCH_POS)?,
+                vision.input_index(io::CARRY)?,
+                vision.input_index(io::WINDOW_INDEX)?,
             ],
             vis_out: [
-                vision.output_index("vision_tokens")?,
-                vision.output_index("image_embeds")?,
-                vision.output_index("vision_states")?,
+                vision.output_index(io::VISION_TOKENS)?,
+                vision.output_index(io::IMAGE_EMBEDS)?,
+                vision.output_index(io::VISION_STATES)?,
             ],
             dims,
             vision,

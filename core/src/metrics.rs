@@ -7,7 +7,8 @@
 //! reference lines (trimmed) that occur, in order, as hypothesis lines (a longest common
 //! subsequence of lines), over the number of reference lines.
 //!
-//! This file uses only `std`, so that other crates can share it.
+//! This module uses only `std`: `ove eval` (runtime side) and `ove-docgen score` share it, so
+//! that both count the same way (an image without a prediction is an empty reading).
 
 /// Levenshtein distance (insertions, deletions and substitutions all cost one).
 pub fn levenshtein<T: PartialEq>(a: &[T], b: &[T]) -> usize {
