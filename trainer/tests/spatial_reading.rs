@@ -110,7 +110,10 @@ fn learns_to_read_a_grid_in_order() {
 
     let before = accuracy(&mut rng);
     let mut last = 0.0;
-    // 800 steps of 8 grids: about 12 s here. Seeds 1-4 and 7 reach 0.945-0.99 in 600.
+    // 800 steps of 8 grids: about 12 s here. The seed is fixed (Lcg(7) above, with the golden
+    // weights the run is the same every time on the CPU) and reaches 0.992 (measured); seeds
+    // 1-4 reach 0.945-0.99 after 600 steps, so the 0.95 bar holds for this seed with margin
+    // and would catch a model that stops learning the order, not a different draw.
     for _ in 0..800 {
         let samples: Vec<Sample> = (0..8)
             .map(|_| grid_sample(&mut rng, &pre, image_token).0)
