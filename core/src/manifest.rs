@@ -195,8 +195,12 @@ impl Manifest {
     pub fn write(&self, bundle: &Path) -> std::io::Result<()> {
         let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
         let tmp = bundle.join(".manifest.json.tmp");
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(&tmp, bundle.join(MANIFEST_FILE))
+        let named = |what: &str, p: &Path, e: std::io::Error| {
+            std::io::Error::new(e.kind(), format!("{what} {}: {e}", p.display()))
+        };
+        std::fs::write(&tmp, text).map_err(|e| named("writing", &tmp, e))?;
+        let dest = bundle.join(MANIFEST_FILE);
+        std::fs::rename(&tmp, &dest).map_err(|e| named("renaming to", &dest, e))
     }
 
     /// Checks every listed file: present, inside the bundle, right size, right sha256.

@@ -77,4 +77,19 @@ mod tests {
         assert!(parse_device("cuda:x").is_err());
         assert!(parse_device("cudax").is_err());
     }
+
+    /// `cuda` is a GPU or an error with its reason: never the CPU in disguise.
+    #[test]
+    fn cuda_is_a_gpu_or_an_error_with_a_reason() {
+        match parse_device("cuda") {
+            Ok(d) => assert_eq!(d, Device::Cuda(0)),
+            Err(e) => {
+                let msg = format!("{e:#}");
+                assert!(
+                    msg.contains("libtorch_cuda.so") || msg.contains("CUDA device"),
+                    "unhelpful error: {msg}"
+                );
+            }
+        }
+    }
 }

@@ -103,8 +103,8 @@ enum Command {
         /// Random seed.
         #[arg(long, default_value_t = 0)]
         seed: i64,
-        /// Train on the GPU when one is available (same as `--device cuda` when there is one,
-        /// the CPU otherwise).
+        /// Train on the first GPU (the same as `--device cuda`): an error saying why when CUDA
+        /// cannot be loaded or no GPU is visible, never a silent run on the CPU.
         #[arg(long)]
         cuda: bool,
         /// Device: cpu, cuda or cuda:N (an error when the GPU is not there).
@@ -181,7 +181,7 @@ enum Command {
         /// Seed of the draws.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Run the similarity search on the GPU when one is available.
+        /// Run the similarity search on the first GPU (an error saying why when there is none).
         #[arg(long)]
         cuda: bool,
     },
@@ -314,10 +314,7 @@ fn main() -> Result<()> {
         } => {
             let device = match device {
                 Some(d) => ove_train::device::parse_device(&d)?,
-                None if cuda => {
-                    let _ = ove_train::device::load_torch_cuda();
-                    Device::cuda_if_available()
-                }
+                None if cuda => ove_train::device::parse_device("cuda")?,
                 None => Device::Cpu,
             };
             let stage = StageConfig::load(&stage)?;
@@ -430,8 +427,7 @@ fn main() -> Result<()> {
                 &out,
                 samples_out.as_deref(),
                 if cuda {
-                    let _ = ove_train::device::load_torch_cuda();
-                    Device::cuda_if_available()
+                    ove_train::device::parse_device("cuda")?
                 } else {
                     Device::Cpu
                 },

@@ -117,7 +117,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let mut items = vec![Item {
         local: args.binary.clone(),
         remote: "bin/ove".into(),
-        bytes: std::fs::metadata(&args.binary)?.len(),
+        bytes: std::fs::metadata(&args.binary)
+            .with_context(|| format!("reading {}", args.binary.display()))?
+            .len(),
         sha256: sha256_file(&args.binary)?,
         mode: "0755",
     }];
@@ -402,7 +404,9 @@ fn local_bundle(path: &Path, name: Option<&str>) -> Result<LocalBundle> {
     // The manifest goes last: a device holding the new manifest holds the files it names.
     let mpath = path.join(MANIFEST_FILE);
     items.push(Item {
-        bytes: std::fs::metadata(&mpath)?.len(),
+        bytes: std::fs::metadata(&mpath)
+            .with_context(|| format!("reading {}", mpath.display()))?
+            .len(),
         sha256: sha256_file(&mpath)?,
         local: mpath,
         remote: format!("bundles/{name}/{MANIFEST_FILE}"),
@@ -564,7 +568,9 @@ impl Ssh {
         let t0 = Instant::now();
         let mut stdin = child.stdin.take().expect("piped");
         let sent = (|| -> std::io::Result<u64> {
-            let mut f = std::fs::File::open(&it.local)?;
+            let mut f = std::fs::File::open(&it.local).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("opening {}: {e}", it.local.display()))
+            })?;
             let mut buf = vec![0u8; 1 << 20];
             let mut sent = 0u64;
             loop {

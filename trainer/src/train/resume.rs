@@ -74,7 +74,7 @@ pub fn save_resumable(
     let dir = step_dir(out, state.step);
     let tmp = dir.with_extension("tmp");
     if tmp.exists() {
-        std::fs::remove_dir_all(&tmp)?;
+        std::fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
     }
     let opts = SaveOptions {
         dtype: SaveDtype::F32,
@@ -90,20 +90,27 @@ pub fn save_resumable(
         ));
     }
     if !moments.is_empty() {
-        Tensor::write_safetensors(&moments, tmp.join(OPTIMIZER_FILE))?;
+        let path = tmp.join(OPTIMIZER_FILE);
+        Tensor::write_safetensors(&moments, &path)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
-    std::fs::write(tmp.join(STATE_FILE), serde_json::to_string_pretty(state)?)?;
+    let state_path = tmp.join(STATE_FILE);
+    std::fs::write(&state_path, serde_json::to_string_pretty(state)?)
+        .with_context(|| format!("writing {}", state_path.display()))?;
     if dir.exists() {
-        std::fs::remove_dir_all(&dir)?;
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     }
     std::fs::rename(&tmp, &dir)
         .with_context(|| format!("renaming {} to {}", tmp.display(), dir.display()))?;
     let latest_tmp = root.join(format!("{LATEST_FILE}.tmp"));
     let name = dir.file_name().expect("a step directory name");
-    std::fs::write(&latest_tmp, name.to_string_lossy().as_bytes())?;
-    std::fs::rename(&latest_tmp, root.join(LATEST_FILE))?;
+    std::fs::write(&latest_tmp, name.to_string_lossy().as_bytes())
+        .with_context(|| format!("writing {}", latest_tmp.display()))?;
+    std::fs::rename(&latest_tmp, root.join(LATEST_FILE))
+        .with_context(|| format!("renaming {} to {LATEST_FILE}", latest_tmp.display()))?;
     // Older checkpoints beyond the last KEEP.
-    let mut steps: Vec<PathBuf> = std::fs::read_dir(&root)?
+    let mut steps: Vec<PathBuf> = std::fs::read_dir(&root)
+        .with_context(|| format!("listing {}", root.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.is_dir()
@@ -115,7 +122,8 @@ pub fn save_resumable(
     steps.sort();
     if steps.len() > KEEP {
         for old in &steps[..steps.len() - KEEP] {
-            std::fs::remove_dir_all(old)?;
+            std::fs::remove_dir_all(old)
+                .with_context(|| format!("removing the old checkpoint {}", old.display()))?;
         }
     }
     Ok(dir)
@@ -130,7 +138,8 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
     for root in [path.join("checkpoints"), path.to_path_buf()] {
         let latest = root.join(LATEST_FILE);
         if latest.is_file() {
-            let name = std::fs::read_to_string(&latest)?;
+            let name = std::fs::read_to_string(&latest)
+                .with_context(|| format!("reading {}", latest.display()))?;
             let dir = root.join(name.trim());
             ensure!(
                 dir.join(STATE_FILE).is_file(),
