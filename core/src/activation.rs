@@ -19,34 +19,39 @@ pub enum Activation {
     Silu,
 }
 
-/// The `hidden_act` names accepted, for error messages.
-pub const ACTIVATION_NAMES: &str = "gelu, gelu_pytorch_tanh, gelu_new, quick_gelu, silu, swish";
+/// Every accepted `hidden_act` name and what it means; the first name of each activation is
+/// the one it is written as. Parsing, display and the error's list all read this table.
+const NAMES: [(&str, Activation); 6] = [
+    ("gelu", Activation::Gelu),
+    ("gelu_pytorch_tanh", Activation::GeluTanh),
+    ("gelu_new", Activation::GeluTanh),
+    ("quick_gelu", Activation::QuickGelu),
+    ("silu", Activation::Silu),
+    ("swish", Activation::Silu),
+];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unsupported hidden_act {0:?} (supported: {ACTIVATION_NAMES})")]
+#[error("unsupported hidden_act {0:?} (supported: {names})", names = NAMES.map(|(n, _)| n).join(", "))]
 pub struct UnknownActivation(pub String);
 
 impl FromStr for Activation {
     type Err = UnknownActivation;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "gelu" => Self::Gelu,
-            "gelu_pytorch_tanh" | "gelu_new" => Self::GeluTanh,
-            "quick_gelu" => Self::QuickGelu,
-            "silu" | "swish" => Self::Silu,
-            other => return Err(UnknownActivation(other.to_string())),
-        })
+        NAMES
+            .iter()
+            .find(|(n, _)| *n == s)
+            .map(|&(_, a)| a)
+            .ok_or_else(|| UnknownActivation(s.to_string()))
     }
 }
 
 impl fmt::Display for Activation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Gelu => "gelu",
-            Self::GeluTanh => "gelu_pytorch_tanh",
-            Self::QuickGelu => "quick_gelu",
-            Self::Silu => "silu",
-        })
+        let (name, _) = NAMES
+            .iter()
+            .find(|(_, a)| a == self)
+            .expect("every activation has a name in NAMES");
+        f.write_str(name)
     }
 }
 

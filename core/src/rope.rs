@@ -55,7 +55,7 @@ mod tests {
         assert_eq!(f.len(), 64);
         assert_eq!(f[0], 1.0);
         let last = f64::from(f[63]);
-        // 5e6^(-126/128) = 2.6e-7.
+        // 5e6^(-126/128) = 2.545e-7.
         assert!((last - 5e6f64.powf(-126.0 / 128.0)).abs() < 1e-12, "{last}");
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Accepted images must give the reference's grid exactly and identical pixel values (the
 //! README claims bit-identical preprocessing; the golden README's looser bar is one 8-bit
-//! level); rejected images must give an error, not a panic. Per-case figures are printed (`cargo test --test preprocess_golden -- --nocapture`).
+//! level); rejected images must give an error, not a panic. Per-case figures are printed
+//! (`cargo test --test preprocess_golden -- --nocapture`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -141,7 +141,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 // The same rule as `ove eval`: an image without a prediction counts as read
                 // empty (every reference character an error), never as left out of the total.
                 let pred = match std::fs::read_to_string(&pred_path) {
-                    Ok(p) => p,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                         eprintln!(
                             "warning: no {} (counted as an empty reading)",
@@ -149,10 +148,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         );
                         String::new()
                     }
-                    Err(e) => {
-                        return Err(anyhow::Error::new(e)
-                            .context(format!("reading {}", pred_path.display())))
-                    }
+                    read => read.with_context(|| format!("reading {}", pred_path.display()))?,
                 };
                 let s = metrics::score(&reference, &pred);
                 println!(

@@ -312,6 +312,9 @@ impl GraphBuilder {
     pub fn sigmoid(&mut self, a: &str) -> String {
         self.node("Sigmoid", &[a], vec![])
     }
+    pub fn tanh(&mut self, a: &str) -> String {
+        self.node("Tanh", &[a], vec![])
+    }
     pub fn cos(&mut self, a: &str) -> String {
         self.node("Cos", &[a], vec![])
     }

@@ -167,7 +167,7 @@ pub fn activation(g: &mut GraphBuilder, name: &str, field: &str, x: &str) -> Res
             let x3 = g.scale(&x3, 0.044715);
             let inner = g.add(x, &x3);
             let inner = g.scale(&inner, (2.0 / std::f32::consts::PI).sqrt());
-            let t = g.node("Tanh", &[&inner], vec![]);
+            let t = g.tanh(&inner);
             let one = g.scalar(1.0);
             let t = g.add(&t, &one);
             let y = g.mul(x, &t);

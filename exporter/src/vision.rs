@@ -16,10 +16,11 @@ use crate::weights::LinearWeight;
 
 /// Rotary `cos` and `sin` [N, head_dim] for the class token followed by the patches.
 ///
-/// Per patch the angles are `[h*f ; w*f]` (f: head_dim/4 frequencies, `VisionConfig::rope_inv_freq`), then
-/// duplicated to head_dim. Both steps are one MatMul of the (row, col) positions by a
-/// constant [2, head_dim] matrix `[[f, 0, f, 0], [0, f, 0, f]]`: each output is a single
-/// product plus exact zeros, so it equals the reference's f32 `h * f` bit for bit.
+/// Per patch the angles are `[h*f ; w*f]` (f: the head_dim/4 frequencies of
+/// `VisionConfig::rope_inv_freq`), then duplicated to head_dim. Both steps are one MatMul of
+/// the (row, col) positions by a constant [2, head_dim] matrix `[[f, 0, f, 0], [0, f, 0, f]]`:
+/// each output is a single product plus exact zeros, so it equals the reference's f32 `h * f`
+/// bit for bit.
 fn rotary(cx: &mut Ctx, v: &VisionConfig, patch_pos: &str) -> Result<(String, String)> {
     let hd = v.head_dim();
     let f = v.rope_inv_freq();

@@ -429,10 +429,11 @@ fn check_decoder_io(g: &GraphInfo, m: &Manifest) -> Result<()> {
             expect_io(g, output, &format!("{prefix}.{l}"), data_type::FLOAT, &kv)?;
         }
     }
+    let past_key = format!("{}.", io::PAST_KEY);
     let layers = g
         .inputs
         .iter()
-        .filter(|i| i.name.starts_with(&format!("{}.", io::PAST_KEY)))
+        .filter(|i| i.name.starts_with(&past_key))
         .count();
     if layers != t.num_hidden_layers {
         bail!(
