@@ -18,6 +18,23 @@ pub const GENERATION_FILE: &str = "generation_config.json";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 pub const SINGLE_WEIGHTS: &str = "model.safetensors";
 pub const WEIGHTS_INDEX: &str = "model.safetensors.index.json";
+/// The output head's tensor, which a tied model need not have (or use).
+pub const TIED_LM_HEAD: &str = "lm_head.weight";
+
+/// Tensor names for an error message: the first dozen, then how many in all.
+pub fn name_list(names: &[&str]) -> String {
+    const SHOWN: usize = 12;
+    let mut s = names
+        .iter()
+        .take(SHOWN)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        s.push_str(&format!(", ... ({} in all)", names.len()));
+    }
+    s
+}
 
 /// `model.safetensors.index.json`: which shard holds which tensor.
 #[derive(Debug, Clone, Deserialize)]
@@ -183,6 +200,16 @@ impl Checkpoint {
                 .collect(),
             other => bail!("tensor {name}: unsupported dtype {other:?} (want f32, bf16 or f16)"),
         })
+    }
+
+    /// The checkpoint's tensors that `used` does not claim, sorted. A model with tied
+    /// embeddings may still carry `lm_head.weight` (a copy of the embedding table): that
+    /// one counts as used.
+    pub fn unused_tensors(&self, used: impl Fn(&str) -> bool) -> Vec<&str> {
+        let tied = self.config.text_config.tie_word_embeddings;
+        self.names()
+            .filter(|n| !(used(n) || (tied && *n == TIED_LM_HEAD)))
+            .collect()
     }
 
     /// Path of `tokenizer.json` when the checkpoint has one.

@@ -419,6 +419,16 @@ impl PreprocessorConfig {
     pub fn patch_dim(&self) -> usize {
         3 * self.temporal_patch_size * self.patch_size * self.patch_size
     }
+
+    /// The most patch rows one image can become: `max_pixels / patch_size²`, rounded down
+    /// to whole merge blocks (`merge_size²` patches); at least one block. `None` without
+    /// a `max_pixels`. This bounds the vision graph's patch axis (TensorRT profiles).
+    pub fn max_patches(&self) -> Option<usize> {
+        let unit = (self.merge_size * self.merge_size).max(1);
+        let per_patch = (self.patch_size * self.patch_size).max(1) as u64;
+        self.max_pixels()
+            .map(|px| ((px / per_patch) as usize / unit * unit).max(unit))
+    }
 }
 
 /// `generation_config.json`; every key is optional.
@@ -639,6 +649,11 @@ mod tests {
         assert_eq!(cfg.min_pixels(), Some(3136));
         assert_eq!(cfg.max_pixels(), Some(12845056));
         assert_eq!(cfg.factor(), 28);
+        // 12845056 / 14² = 65536 patches exactly; 2560000 / 14² = 13061.2, down to 13060.
+        assert_eq!(cfg.max_patches(), Some(65536));
+        let mut smaller = cfg.clone();
+        smaller.max_pixels = Some(2_560_000);
+        assert_eq!(smaller.max_patches(), Some(13060));
 
         let err = PreprocessorConfig::from_json(
             Path::new("p.json"),

@@ -177,11 +177,7 @@ fn write_bundle(
     } else {
         ProgressBar::hidden()
     };
-    let weights = Weights {
-        ck,
-        dtype: opts.dtype,
-        progress,
-    };
+    let weights = Weights::new(ck, opts.dtype, progress);
     let (quantization, vision_opset, decoder_opset) = match &opts.int4 {
         None => {
             let dense = DenseLinear;
@@ -269,6 +265,7 @@ fn write_bundle(
     }
     weights.progress.finish_with_message("done");
     let tensors = weights.progress.position();
+    check_unused(ck, &weights.unused(), opts.allow_unused_tensors)?;
 
     let mut files = vec![
         VISION_FILE.to_string(),
@@ -321,6 +318,27 @@ fn write_bundle(
         .write(dir)
         .with_context(|| format!("writing {}/manifest.json", dir.display()))?;
     Ok((manifest, tensors))
+}
+
+/// A tensor the graphs did not read is an error naming it (the checkpoint is not what
+/// config.json says: a renamed layer, an extra head, a mismatched config), unless the
+/// caller allows it; then it is a warning.
+fn check_unused(ck: &Checkpoint, unused: &[&str], allow: bool) -> Result<()> {
+    if unused.is_empty() {
+        return Ok(());
+    }
+    let names = ove_core::checkpoint::name_list(unused);
+    if allow {
+        warn!(count = unused.len(), tensors = %names, "checkpoint tensors not exported");
+        return Ok(());
+    }
+    bail!(
+        "checkpoint {}: {} tensor(s) are not used by the model config.json describes: {names} \
+         (a different architecture or a config that does not match the weights; \
+         --allow-unused-tensors exports anyway and leaves them out)",
+        ck.dir.display(),
+        unused.len()
+    )
 }
 
 /// Builds one graph with its external data file and writes `dir/file`.

@@ -44,12 +44,12 @@ fn attention(
     let past_k = cx.g.input(
         &io::past_key(l),
         data_type::FLOAT,
-        &[kvh.into(), Dim::Sym("K"), hd.into()],
+        &[kvh.into(), Dim::sym("K"), hd.into()],
     );
     let past_v = cx.g.input(
         &io::past_value(l),
         data_type::FLOAT,
-        &[kvh.into(), Dim::Sym("K"), hd.into()],
+        &[kvh.into(), Dim::sym("K"), hd.into()],
     );
 
     let q = cx.linear(x, &format!("{p}.q_proj"), h, nh * hd, t.attention_bias)?;
@@ -107,15 +107,15 @@ pub fn build(cx: &mut Ctx, cfg: &ModelConfig) -> Result<()> {
     let mut x = g.input(
         io::INPUTS_EMBEDS,
         data_type::FLOAT,
-        &[Dim::Sym("S"), h.into()],
+        &[Dim::sym("S"), h.into()],
     );
-    let pos = g.input(io::POSITION_IDS, data_type::INT64, &[Dim::Sym("S")]);
+    let pos = g.input(io::POSITION_IDS, data_type::INT64, &[Dim::sym("S")]);
     let bias = g.input(
         io::ATTENTION_BIAS,
         data_type::FLOAT,
-        &[Dim::Sym("S"), Dim::Sym("T")],
+        &[Dim::sym("S"), Dim::sym("T")],
     );
-    let logits_index = g.input(io::LOGITS_INDEX, data_type::INT64, &[Dim::Sym("L")]);
+    let logits_index = g.input(io::LOGITS_INDEX, data_type::INT64, &[Dim::sym("L")]);
 
     // RoPE angles [S, hd]: position * [f ; f] (one product per element, as the reference).
     g.set_scope("model.rotary_emb");
@@ -172,10 +172,10 @@ pub fn build(cx: &mut Ctx, cfg: &ModelConfig) -> Result<()> {
         &logits,
         io::LOGITS,
         data_type::FLOAT,
-        &[Dim::Sym("L"), t.vocab_size.into()],
+        &[Dim::sym("L"), t.vocab_size.into()],
     );
     for (l, (pk, pv)) in presents.iter().enumerate() {
-        let dims = [kvh.into(), Dim::Sym("T"), hd.into()];
+        let dims = [kvh.into(), Dim::sym("T"), hd.into()];
         g.output(pk, &io::present_key(l), data_type::FLOAT, &dims);
         g.output(pv, &io::present_value(l), data_type::FLOAT, &dims);
     }

@@ -27,7 +27,14 @@ pub const EXTERNAL_THRESHOLD: usize = 1024;
 #[derive(Debug, Clone)]
 pub enum Dim {
     Fixed(usize),
-    Sym(&'static str),
+    Sym(std::borrow::Cow<'static, str>),
+}
+
+impl Dim {
+    /// A symbolic dimension with a fixed name (`"P"`, `"K"`).
+    pub fn sym(name: &'static str) -> Self {
+        Dim::Sym(name.into())
+    }
 }
 
 impl From<usize> for Dim {
@@ -38,7 +45,7 @@ impl From<usize> for Dim {
 
 impl From<&'static str> for Dim {
     fn from(s: &'static str) -> Self {
-        Dim::Sym(s)
+        Dim::Sym(s.into())
     }
 }
 

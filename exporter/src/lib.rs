@@ -71,10 +71,13 @@ pub struct ExportOptions {
     pub force: bool,
     /// Show a progress bar over the tensors (off for tests and non-terminals).
     pub progress: bool,
+    /// Export even when the checkpoint holds tensors the graphs do not use (they are
+    /// left out, with a warning); by default that is an error naming them.
+    pub allow_unused_tensors: bool,
 }
 
 impl ExportOptions {
-    /// f32, default context, no overwrite, no progress bar.
+    /// f32, default context, no overwrite, no progress bar, every tensor used.
     pub fn new(checkpoint: impl Into<PathBuf>, out: impl Into<PathBuf>) -> Self {
         Self {
             checkpoint: checkpoint.into(),
@@ -84,6 +87,7 @@ impl ExportOptions {
             max_context: None,
             force: false,
             progress: false,
+            allow_unused_tensors: false,
         }
     }
 }

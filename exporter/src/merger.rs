@@ -7,7 +7,7 @@ use ove_core::ModelConfig;
 
 use crate::nn::{gelu, Ctx};
 
-/// `tokens` [P, D] -> image embeddings [P/4, H].
+/// `tokens` [P, D] -> image embeddings [P/m, H], m the merge unit (4 for 2x2).
 ///
 /// `ln_q` uses `vision_config.layer_norm_eps` (the released code passes it to the merger;
 /// Qwen2-VL's merger hard-codes 1e-6 instead). The golden cases decide: with 1e-5 the

@@ -166,11 +166,11 @@ pub fn build(cx: &mut Ctx, cfg: &ove_core::ModelConfig) -> Result<()> {
     let pix = g.input(
         io::PIXEL_VALUES,
         data_type::FLOAT,
-        &[Dim::Sym("P"), v.patch_dim().into()],
+        &[Dim::sym("P"), v.patch_dim().into()],
     );
-    let pos = g.input(io::PATCH_POS, data_type::INT64, &[Dim::Sym("P"), 2.into()]);
-    let carry = g.input(io::CARRY, data_type::FLOAT, &[Dim::Sym("C"), d.into()]);
-    let window_index = g.input(io::WINDOW_INDEX, data_type::INT64, &[Dim::Sym("P")]);
+    let pos = g.input(io::PATCH_POS, data_type::INT64, &[Dim::sym("P"), 2.into()]);
+    let carry = g.input(io::CARRY, data_type::FLOAT, &[Dim::sym("C"), d.into()]);
+    let window_index = g.input(io::WINDOW_INDEX, data_type::INT64, &[Dim::sym("P")]);
     let states = encoder(cx, v, &pix, &pos)?;
     cx.g.set_scope("visual");
     let rows = cx.g.concat(&[&carry, &states], 0);
@@ -181,19 +181,23 @@ pub fn build(cx: &mut Ctx, cfg: &ove_core::ModelConfig) -> Result<()> {
         &tokens,
         io::VISION_TOKENS,
         data_type::FLOAT,
-        &[Dim::Sym("P"), d.into()],
+        &[Dim::sym("P"), d.into()],
     );
     g.output(
         &embeds,
         io::IMAGE_EMBEDS,
         data_type::FLOAT,
-        &[Dim::Sym("P/4"), cfg.text_config.hidden_size.into()],
+        // One row per merge block: "P/4" for the 2x2 merge.
+        &[
+            Dim::Sym(format!("P/{}", cfg.vision_config.merge_unit()).into()),
+            cfg.text_config.hidden_size.into(),
+        ],
     );
     g.output(
         &states,
         io::VISION_STATES,
         data_type::FLOAT,
-        &[Dim::Sym("P+1"), d.into()],
+        &[Dim::sym("P+1"), d.into()],
     );
     Ok(())
 }

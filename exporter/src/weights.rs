@@ -4,6 +4,9 @@
 //! MatMul) straight into the bundle dtype and written out before the next is touched, so
 //! the export's memory stays bounded by the largest single tensor.
 
+use std::cell::RefCell;
+use std::collections::HashSet;
+
 use anyhow::{bail, Result};
 use half::{bf16, f16};
 use indicatif::ProgressBar;
@@ -14,11 +17,15 @@ use safetensors::Dtype as StDtype;
 use crate::graph::GraphBuilder;
 use crate::Dtype;
 
-/// Reads checkpoint tensors for the graph builders and counts them on the progress bar.
+/// Reads checkpoint tensors for the graph builders, counts them on the progress bar and
+/// remembers which were read, so that a tensor nothing read can be reported
+/// ([`Weights::unused`]): a checkpoint with tensors the graphs do not use is not the model
+/// config.json describes, and exporting it silently would drop trained weights.
 pub struct Weights<'a> {
     pub ck: &'a Checkpoint,
     pub dtype: Dtype,
     pub progress: ProgressBar,
+    used: RefCell<HashSet<String>>,
 }
 
 /// A checkpoint tensor used as the weight of a Linear layer: `y = x W^T`.
@@ -43,7 +50,22 @@ impl<'a> LinearWeight<'a> {
     }
 }
 
-impl Weights<'_> {
+impl<'a> Weights<'a> {
+    pub fn new(ck: &'a Checkpoint, dtype: Dtype, progress: ProgressBar) -> Self {
+        Self {
+            ck,
+            dtype,
+            progress,
+            used: RefCell::default(),
+        }
+    }
+
+    /// The checkpoint's tensors no graph has read so far, sorted.
+    pub fn unused(&self) -> Vec<&'a str> {
+        let used = self.used.borrow();
+        self.ck.unused_tensors(|n| used.contains(n))
+    }
+
     /// Checks a tensor's presence and shape; the error names the tensor, the checkpoint
     /// and both shapes.
     fn check(&self, name: &str, shape: &[usize]) -> Result<StDtype> {
@@ -62,6 +84,7 @@ impl Weights<'_> {
             );
         }
         tracing::debug!(tensor = name, shape = ?shape, dtype = ?info.dtype, "reading");
+        self.used.borrow_mut().insert(name.to_string());
         match info.dtype {
             StDtype::F32 | StDtype::F16 | StDtype::BF16 => Ok(info.dtype),
             other => bail!(

@@ -202,6 +202,55 @@ fn missing_tensor_is_named() {
 }
 
 #[test]
+fn unused_tensor_is_named_unless_allowed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = edited_checkpoint(tmp.path(), |w| {
+        w.insert(
+            "model.layers.0.mlp.extra_proj.weight".into(),
+            Tensor::f32(vec![2, 2], vec![0.0; 4]),
+        );
+    });
+    let out = tmp.path().join("bundle");
+    let err = export_err(&ck, &out);
+    assert!(
+        err.contains("model.layers.0.mlp.extra_proj.weight"),
+        "{err}"
+    );
+    assert!(err.contains("--allow-unused-tensors"), "{err}");
+    assert_only(tmp.path(), &["ckpt"]);
+
+    let mut opts = ExportOptions::new(&ck, &out);
+    opts.allow_unused_tensors = true;
+    let report = export(&opts).expect("allowed: the extra tensor is left out");
+    let plain = export(&ExportOptions::new(
+        golden_checkpoint(),
+        tmp.path().join("plain"),
+    ))
+    .unwrap();
+    assert_eq!(
+        report.tensors, plain.tensors,
+        "the model's tensors, not the extra one"
+    );
+    // The same graphs and embeddings as the golden checkpoint's own (whose copied files,
+    // a tokenizer among them, differ from this copy's).
+    let weights_files = |m: &Manifest| {
+        m.files
+            .iter()
+            .filter(|f| {
+                f.path.ends_with(".onnx")
+                    || f.path.ends_with(".data")
+                    || f.path.ends_with(".safetensors")
+            })
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        weights_files(&report.manifest),
+        weights_files(&plain.manifest)
+    );
+}
+
+#[test]
 fn wrong_shape_names_both_shapes() {
     let tmp = tempfile::tempdir().unwrap();
     let ck = edited_checkpoint(tmp.path(), |w| {

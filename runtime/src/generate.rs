@@ -17,6 +17,7 @@ use crate::backend::{
 };
 use crate::bundle::{Bundle, Verify};
 use crate::embed::{splice_images, Embeddings};
+use crate::gen_config::GenerateOverrides;
 use crate::kv::KvCache;
 use crate::mask::{causal_bias, position_ids};
 use crate::sampling::{Sampler, SamplingOptions};
@@ -114,14 +115,11 @@ pub struct GenerateOptions {
     pub prefill_chunk: Option<usize>,
 }
 
+/// Greedy, [`crate::gen_config::DEFAULT_MAX_NEW_TOKENS`], stopping at eos: what a bundle
+/// without a generation_config.json gets. [`Model::default_options`] reads the bundle's.
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self {
-            max_new_tokens: 512,
-            sampling: SamplingOptions::greedy(),
-            stop_at_eos: true,
-            prefill_chunk: Some(DEFAULT_PREFILL_CHUNK),
-        }
+        GenerateOverrides::default().resolve(&Default::default())
     }
 }
 
@@ -217,6 +215,11 @@ impl Model {
     }
     pub fn manifest(&self) -> &Manifest {
         self.bundle.manifest()
+    }
+    /// The bundle's generation_config.json as options (see [`crate::gen_config`]); put a
+    /// caller's values over it with [`GenerateOverrides::resolve`].
+    pub fn default_options(&self) -> GenerateOptions {
+        GenerateOverrides::default().resolve(&self.manifest().generation)
     }
     pub fn backend_kind(&self) -> BackendKind {
         self.backend.kind()
@@ -481,6 +484,7 @@ impl Model {
     ) -> Result<Generation> {
         opts.sampling.validate()?;
         let mut sampler = Sampler::new(opts.sampling.clone());
+        sampler.observe(ids);
         let mut seq = self.new_sequence();
         let t0 = Instant::now();
         let mut logits =
@@ -500,6 +504,7 @@ impl Model {
         let t1 = Instant::now();
         loop {
             let token = sampler.pick(&logits) as i64;
+            sampler.observe(&[token]);
             gen.tokens.push(token);
             if opts.stop_at_eos && self.eos.contains(&token) {
                 gen.finish = FinishReason::Eos;

@@ -10,7 +10,8 @@
 //! - [`providers`]: ONNX Runtime execution providers (TensorRT -> CUDA -> CPU), their
 //!   options and the profile file (`ove-profile.toml`);
 //! - [`kv`]: the KV cache carried between decoder steps;
-//! - [`sampling`]: greedy and temperature / top-k / top-p sampling;
+//! - [`sampling`]: repetition penalty, greedy and temperature / top-k / top-p sampling;
+//! - [`gen_config`]: generation_config.json as the defaults, and the caller's overrides;
 //! - [`generate`]: [`Model`]: images, prefill, generation with streaming;
 //! - [`trace`]: golden cases through a bundle (`ove trace`);
 //! - [`compare`]: logits metrics between two runs (max |diff|, top-1 agreement, KL);
@@ -18,11 +19,11 @@
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
-//! use ove_runtime::{GenerateOptions, LoadOptions, Model};
+//! use ove_runtime::{LoadOptions, Model};
 //! let mut model = Model::load("bundle".as_ref(), &LoadOptions::default())?;
 //! let image = model.encode_image_file("page.png".as_ref())?;
 //! # let prompt_ids: Vec<i64> = vec![];
-//! let out = model.generate(&prompt_ids, &[&image], &GenerateOptions::default(), |_| {
+//! let out = model.generate(&prompt_ids, &[&image], &model.default_options(), |_| {
 //!     std::ops::ControlFlow::Continue(())
 //! })?;
 //! # Ok(()) }
@@ -36,6 +37,7 @@ pub mod bench;
 pub mod bundle;
 pub mod compare;
 pub mod embed;
+pub mod gen_config;
 pub mod generate;
 pub mod kv;
 pub mod mask;
@@ -47,6 +49,7 @@ pub use backend::{
     BackendChoice, BackendKind, BackendOptions, ExecutionProvider, OrtOptimization, OrtOptions,
 };
 pub use bundle::{Bundle, Verify};
+pub use gen_config::GenerateOverrides;
 pub use generate::{
     EncodedImage, FinishReason, GenerateOptions, Generation, LoadOptions, LogitRows, Model,
     Sequence, TextStream, VisionContext,

@@ -1,5 +1,6 @@
-//! Choosing the next token from a row of logits: greedy, or sampled with temperature,
-//! top-k and top-p (in that order, as Hugging Face `generate` applies them).
+//! Choosing the next token from a row of logits: the repetition penalty, then greedy, or
+//! sampled with temperature, top-k and top-p (in that order, as Hugging Face `generate`
+//! applies them).
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -15,6 +16,10 @@ pub struct SamplingOptions {
     pub top_p: f32,
     /// Seed of the sampler; `None` draws one from the OS.
     pub seed: Option<u64>,
+    /// Hugging Face's repetition penalty (CTRL's): the logit of every token already in the
+    /// sequence, prompt included, is divided by it when positive and multiplied by it when
+    /// negative. 1 is off; it applies to greedy decoding too.
+    pub repetition_penalty: f32,
 }
 
 impl Default for SamplingOptions {
@@ -30,6 +35,7 @@ impl SamplingOptions {
             top_k: 0,
             top_p: 1.0,
             seed: None,
+            repetition_penalty: 1.0,
         }
     }
 
@@ -47,6 +53,12 @@ impl SamplingOptions {
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             anyhow::bail!("top_p must be in (0, 1], got {}", self.top_p);
+        }
+        if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
+            anyhow::bail!(
+                "repetition_penalty must be > 0 (1 = off), got {}",
+                self.repetition_penalty
+            );
         }
         Ok(())
     }
@@ -86,6 +98,10 @@ pub struct Sampler {
     /// Scratch buffers reused across steps (the vocabulary can be 150k entries).
     order: Vec<u32>,
     probs: Vec<f32>,
+    /// Token ids seen so far (for the repetition penalty), each once, and a bitmap of them.
+    seen: Vec<usize>,
+    seen_bits: Vec<bool>,
+    penalized: Vec<f32>,
 }
 
 impl Sampler {
@@ -99,6 +115,28 @@ impl Sampler {
             rng,
             order: Vec::new(),
             probs: Vec::new(),
+            seen: Vec::new(),
+            seen_bits: Vec::new(),
+            penalized: Vec::new(),
+        }
+    }
+
+    /// Records ids that are now part of the sequence (the prompt, then each chosen token),
+    /// for the repetition penalty. Negative ids are ignored. Without a penalty this is a
+    /// no-op, so callers need not check.
+    pub fn observe(&mut self, ids: &[i64]) {
+        if self.opts.repetition_penalty == 1.0 {
+            return;
+        }
+        for &id in ids {
+            let Ok(i) = usize::try_from(id) else { continue };
+            if i >= self.seen_bits.len() {
+                self.seen_bits.resize(i + 1, false);
+            }
+            if !self.seen_bits[i] {
+                self.seen_bits[i] = true;
+                self.seen.push(i);
+            }
         }
     }
 
@@ -108,6 +146,24 @@ impl Sampler {
 
     /// The next token for one row of logits.
     pub fn pick(&mut self, logits: &[f32]) -> usize {
+        if self.opts.repetition_penalty == 1.0 || self.seen.is_empty() {
+            return self.pick_from(logits);
+        }
+        let mut penalized = std::mem::take(&mut self.penalized);
+        penalized.clear();
+        penalized.extend_from_slice(logits);
+        let r = self.opts.repetition_penalty;
+        for &i in &self.seen {
+            if let Some(v) = penalized.get_mut(i) {
+                *v = if *v < 0.0 { *v * r } else { *v / r };
+            }
+        }
+        let token = self.pick_from(&penalized);
+        self.penalized = penalized;
+        token
+    }
+
+    fn pick_from(&mut self, logits: &[f32]) -> usize {
         if self.opts.is_greedy() || logits.len() <= 1 {
             return argmax(logits);
         }
@@ -189,6 +245,7 @@ mod tests {
             top_k: 2,
             top_p: 1.0,
             seed: Some(1),
+            repetition_penalty: 1.0,
         });
         for _ in 0..200 {
             let t = s.pick(&logits);
@@ -199,6 +256,7 @@ mod tests {
             top_k: 1,
             top_p: 1.0,
             seed: None,
+            repetition_penalty: 1.0,
         });
         assert_eq!(g.pick(&logits), 1);
     }
@@ -212,6 +270,7 @@ mod tests {
             top_k: 0,
             top_p: 0.6,
             seed: Some(7),
+            repetition_penalty: 1.0,
         });
         for _ in 0..100 {
             assert_eq!(s.pick(&logits), 1);
@@ -234,6 +293,7 @@ mod tests {
             top_k: 0,
             top_p: 1.0,
             seed: Some(42),
+            repetition_penalty: 1.0,
         };
         let a: Vec<usize> = {
             let mut s = Sampler::new(opts.clone());
@@ -256,6 +316,31 @@ mod tests {
         let mut o = SamplingOptions::greedy();
         o.top_p = 0.0;
         assert!(o.validate().is_err());
+        let mut o = SamplingOptions::greedy();
+        o.repetition_penalty = 0.0;
+        assert!(o.validate().is_err());
         assert!(SamplingOptions::greedy().validate().is_ok());
+    }
+
+    #[test]
+    fn repetition_penalty_divides_positive_and_multiplies_negative_logits() {
+        // Token 0 leads (2.0) but was seen: 2.0 / 1.5 = 1.33 < 1.5, so greedy takes token 1.
+        let mut s = Sampler::new(SamplingOptions {
+            repetition_penalty: 1.5,
+            ..SamplingOptions::greedy()
+        });
+        s.observe(&[0, 0, -1]);
+        assert_eq!(s.pick(&[2.0, 1.5, -0.1]), 1);
+        // A seen negative logit sinks further: -0.1 * 1.5 = -0.15 < -0.12.
+        let mut s = Sampler::new(SamplingOptions {
+            repetition_penalty: 1.5,
+            ..SamplingOptions::greedy()
+        });
+        s.observe(&[2]);
+        assert_eq!(s.pick(&[-1.0, -0.12, -0.1]), 1);
+        // Without a penalty, observing changes nothing.
+        let mut s = Sampler::new(SamplingOptions::greedy());
+        s.observe(&[0]);
+        assert_eq!(s.pick(&[2.0, 1.5, -0.1]), 0);
     }
 }

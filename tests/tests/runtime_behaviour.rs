@@ -339,6 +339,7 @@ fn seeded_sampling_is_reproducible() {
             top_k: 50,
             top_p: 0.95,
             seed: Some(11),
+            repetition_penalty: 1.0,
         },
         ..no_eos(8)
     };

@@ -132,9 +132,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
     } else {
         let model_args = &args.model;
-        let opts = args.sampling.options();
-        opts.sampling.validate()?;
+        args.sampling.validate()?;
         let mut model = model_args.load()?;
+        let opts = args.sampling.options(&model);
         backend = Some(model.describe_backend());
         let prompt = prompt_builder(&model, DEFAULT_SYSTEM)?;
         if let Some(dir) = &args.save_predictions {

@@ -25,6 +25,11 @@ pub struct Args {
     /// Replace an existing non-empty --out.
     #[arg(long)]
     pub force: bool,
+    /// Export even when the checkpoint holds tensors the model does not use (they are left
+    /// out and listed in a warning). Without it such a checkpoint is refused: its
+    /// config.json does not describe its weights.
+    #[arg(long)]
+    pub allow_unused_tensors: bool,
     /// Quantize weights to int4 (weight-only, blockwise round-to-nearest). By default only
     /// the decoder's linear layers (q, k, v, o, gate, up, down); the rest keep --dtype.
     #[arg(long)]
@@ -89,6 +94,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_context: args.max_context,
         force: args.force,
         progress: std::io::stderr().is_terminal(),
+        allow_unused_tensors: args.allow_unused_tensors,
     };
     let report = export(&opts)?;
     let m = &report.manifest;

@@ -43,9 +43,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let opts = args.sampling.options();
-    opts.sampling.validate()?;
+    args.sampling.validate()?;
     let mut model = args.model.load()?;
+    let opts = args.sampling.options(&model);
     let prompt = prompt_builder(&model, DEFAULT_SYSTEM)?;
     let mut stdout = std::io::stdout().lock();
     let many = args.images.len() > 1;

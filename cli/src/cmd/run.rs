@@ -13,8 +13,8 @@ use anyhow::{bail, Context, Result};
 use ove_core::prompt::{PromptBuilder, DEFAULT_SYSTEM};
 use ove_runtime::generate::DEFAULT_PREFILL_CHUNK;
 use ove_runtime::{
-    BackendChoice, BackendOptions, EncodedImage, GenerateOptions, Generation, LoadOptions, Model,
-    OrtOptimization, OrtOptions, SamplingOptions, TextStream, Verify, VisionContext,
+    BackendChoice, BackendOptions, EncodedImage, GenerateOptions, GenerateOverrides, Generation,
+    LoadOptions, Model, OrtOptimization, OrtOptions, TextStream, Verify, VisionContext,
 };
 
 /// Inference engine.
@@ -188,24 +188,35 @@ pub fn spinner(msg: String) -> indicatif::ProgressBar {
     pb
 }
 
-/// How to generate.
+/// How to generate. Every default is the bundle's generation_config.json (the
+/// checkpoint's), as transformers reads it; a flag overrides it.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SamplingArgs {
-    /// Stop after this many generated tokens.
-    #[arg(long, value_name = "N", default_value_t = 1024)]
-    pub max_new_tokens: usize,
+    /// Stop after this many generated tokens [default: generation_config.json's
+    /// max_new_tokens, else 1024].
+    #[arg(long, value_name = "N")]
+    pub max_new_tokens: Option<usize>,
 
-    /// Sampling temperature; 0 (the default) is greedy decoding, best for OCR.
-    #[arg(long, default_value_t = 0.0)]
-    pub temperature: f32,
+    /// Sampling temperature; 0 is greedy decoding, best for OCR [default: the checkpoint's
+    /// temperature when its generation_config.json sets do_sample, else 0].
+    #[arg(long, value_name = "T")]
+    pub temperature: Option<f32>,
 
-    /// Sample only among the K most likely tokens (0: no limit).
-    #[arg(long, value_name = "K", default_value_t = 0)]
-    pub top_k: usize,
+    /// Sample only among the K most likely tokens, 0: no limit [default: the checkpoint's
+    /// top_k; 50 when it samples without one, as transformers does].
+    #[arg(long, value_name = "K")]
+    pub top_k: Option<usize>,
 
-    /// Sample only among the most likely tokens whose probabilities add up to P (1: no limit).
-    #[arg(long, value_name = "P", default_value_t = 1.0)]
-    pub top_p: f32,
+    /// Sample only among the most likely tokens whose probabilities add up to P, 1: no
+    /// limit [default: the checkpoint's top_p, else 1].
+    #[arg(long, value_name = "P")]
+    pub top_p: Option<f32>,
+
+    /// Penalize tokens already in the sequence (prompt included), greedy decoding too; 1
+    /// is off, 1.05 to 1.2 curbs loops on repetitive pages [default: the checkpoint's
+    /// repetition_penalty, else 1].
+    #[arg(long, value_name = "R")]
+    pub repetition_penalty: Option<f32>,
 
     /// Seed for sampling, for reproducible output (default: random).
     #[arg(long)]
@@ -222,18 +233,28 @@ pub struct SamplingArgs {
 }
 
 impl SamplingArgs {
-    pub fn options(&self) -> GenerateOptions {
-        GenerateOptions {
+    /// The flags given, over whatever the bundle says.
+    pub fn overrides(&self) -> GenerateOverrides {
+        GenerateOverrides {
             max_new_tokens: self.max_new_tokens,
-            sampling: SamplingOptions {
-                temperature: self.temperature,
-                top_k: self.top_k,
-                top_p: self.top_p,
-                seed: self.seed,
-            },
-            stop_at_eos: !self.ignore_eos,
-            prefill_chunk: (self.prefill_chunk > 0).then_some(self.prefill_chunk),
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            repetition_penalty: self.repetition_penalty,
+            seed: self.seed,
+            ignore_eos: self.ignore_eos,
+            prefill_chunk: Some(self.prefill_chunk),
         }
+    }
+
+    /// The options in force for `model`: the flags over its generation_config.json.
+    pub fn options(&self, model: &Model) -> GenerateOptions {
+        self.overrides().resolve(&model.manifest().generation)
+    }
+
+    /// Refuses meaningless flag values before anything is loaded.
+    pub fn validate(&self) -> Result<()> {
+        self.overrides().validate()
     }
 }
 
@@ -268,8 +289,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    args.sampling.options().sampling.validate()?;
+    args.sampling.validate()?;
     let mut model = args.model.load()?;
+    let opts = args.sampling.options(&model);
     let prompt = prompt_builder(&model, &args.system)?;
     let mut stdout = std::io::stdout().lock();
     let g = answer(
@@ -277,7 +299,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         &prompt,
         &args.images,
         &args.prompt,
-        &args.sampling.options(),
+        &opts,
         &mut stdout,
     )?;
     writeln!(stdout)?;

@@ -73,34 +73,8 @@ pub fn preprocess(
     cfg: &PreprocessorConfig,
 ) -> Result<Preprocessed, PreprocessError> {
     let (w, h) = (img.width() as usize, img.height() as usize);
-    if w == 0 || h == 0 {
-        return Err(PreprocessError::ZeroSize {
-            width: w as u64,
-            height: h as u64,
-        });
-    }
-    if cfg.patch_size == 0 || cfg.merge_size == 0 || cfg.temporal_patch_size == 0 {
-        return Err(PreprocessError::Config(
-            "patch_size, merge_size and temporal_patch_size must be positive".into(),
-        ));
-    }
-    let factor = cfg.factor();
-    let (rh, rw) = if cfg.do_resize {
-        let min_pixels = cfg.min_pixels().ok_or_else(|| {
-            PreprocessError::Config("min_pixels missing (and no size.shortest_edge)".into())
-        })?;
-        let max_pixels = cfg.max_pixels().ok_or_else(|| {
-            PreprocessError::Config("max_pixels missing (and no size.longest_edge)".into())
-        })?;
-        smart_resize(h, w, factor, min_pixels, max_pixels)?
-    } else {
-        (h, w)
-    };
-    if rh % factor != 0 || rw % factor != 0 {
-        return Err(PreprocessError::Config(format!(
-            "do_resize is off and the image ({rh}x{rw}) is not a multiple of patch_size x merge_size ({factor})"
-        )));
-    }
+    let [_, gh, gw] = patch_grid(h, w, cfg)?;
+    let (rh, rw) = (gh * cfg.patch_size, gw * cfg.patch_size);
     if u32::try_from(rh).is_err() || u32::try_from(rw).is_err() {
         return Err(PreprocessError::Config(format!(
             "resized size {rh}x{rw} is too large"
@@ -126,6 +100,49 @@ pub fn preprocess(
         grid_thw: [1, rh / cfg.patch_size, rw / cfg.patch_size],
         resized_hw: (rh, rw),
     })
+}
+
+/// The patch grid `(1, h' / patch, w' / patch)` an image of `height x width` becomes:
+/// the one rule for image sizes, used by [`preprocess`], by the trainer's packing (which
+/// reads only image headers) and by anything else that counts image tokens
+/// ([`crate::config::ModelConfig::tokens_per_image`] of this grid).
+///
+/// With `do_resize` the size is [`smart_resize`]d; without it, it must already be a
+/// multiple of patch size x merge size.
+pub fn patch_grid(
+    height: usize,
+    width: usize,
+    cfg: &PreprocessorConfig,
+) -> Result<[usize; 3], PreprocessError> {
+    if height == 0 || width == 0 {
+        return Err(PreprocessError::ZeroSize {
+            width: width as u64,
+            height: height as u64,
+        });
+    }
+    if cfg.patch_size == 0 || cfg.merge_size == 0 || cfg.temporal_patch_size == 0 {
+        return Err(PreprocessError::Config(
+            "patch_size, merge_size and temporal_patch_size must be positive".into(),
+        ));
+    }
+    let factor = cfg.factor();
+    let (rh, rw) = if cfg.do_resize {
+        let min_pixels = cfg.min_pixels().ok_or_else(|| {
+            PreprocessError::Config("min_pixels missing (and no size.shortest_edge)".into())
+        })?;
+        let max_pixels = cfg.max_pixels().ok_or_else(|| {
+            PreprocessError::Config("max_pixels missing (and no size.longest_edge)".into())
+        })?;
+        smart_resize(height, width, factor, min_pixels, max_pixels)?
+    } else {
+        (height, width)
+    };
+    if rh % factor != 0 || rw % factor != 0 {
+        return Err(PreprocessError::Config(format!(
+            "do_resize is off and the image ({rh}x{rw}) is not a multiple of patch_size x merge_size ({factor})"
+        )));
+    }
+    Ok([1, rh / cfg.patch_size, rw / cfg.patch_size])
 }
 
 /// Decodes the image at `path` ([`load_rgb`]) and preprocesses it ([`preprocess`]).

@@ -3,7 +3,7 @@
 //!
 //! Each sample's full length is its prompt and response tokens plus, for each image, the
 //! image's token count minus its one pad: the count comes from the shared preprocessing's
-//! grid (`smart_resize` of the size in the image's header, nothing else decoded) and
+//! grid (`ove_core::preprocess::patch_grid` of the size in the image's header, nothing else decoded) and
 //! `ModelConfig::tokens_per_image`. Lengths are computed on scoped threads.
 //!
 //! Output in `--out`: `bins-00000.jsonl`, ... (at most [`BINS_PER_SHARD`] lines each,
@@ -22,7 +22,7 @@ use anyhow::{bail, ensure, Context, Result};
 use serde::Serialize;
 
 use ove_core::config::{ModelConfig, PreprocessorConfig};
-use ove_core::preprocess::resize::smart_resize;
+use ove_core::preprocess::patch_grid;
 use ove_core::preprocess::PreprocessError;
 
 use crate::train::binpack::{pack_lengths, PackConfig, PackPlan, PackReport};
@@ -39,23 +39,7 @@ pub fn image_tokens(
     config: &ModelConfig,
     pre: &PreprocessorConfig,
 ) -> Result<usize> {
-    let (h, w) = if pre.do_resize {
-        let min = pre
-            .min_pixels()
-            .context("preprocessor: no min_pixels (or size.shortest_edge)")?;
-        let max = pre
-            .max_pixels()
-            .context("preprocessor: no max_pixels (or size.longest_edge)")?;
-        smart_resize(height, width, pre.factor(), min, max)?
-    } else {
-        (height, width)
-    };
-    ensure!(
-        h % pre.factor() == 0 && w % pre.factor() == 0,
-        "image {width}x{height} is not a multiple of {} and do_resize is off",
-        pre.factor()
-    );
-    Ok(config.tokens_per_image([1, h / pre.patch_size, w / pre.patch_size]))
+    Ok(config.tokens_per_image(patch_grid(height, width, pre)?))
 }
 
 /// The full token length of one manifest record (images relative to `base`).
