@@ -92,8 +92,8 @@ pub struct ModelArgs {
     #[arg(long, value_name = "LIST")]
     pub ep: Option<String>,
 
-    /// Execution provider profile (TOML, or JSON by extension; keys in targets/README.md).
-    /// Default: BUNDLE/ove-profile.toml or BUNDLE/ove-profile.json when present.
+    /// Execution provider profile (TOML; keys in targets/README.md).
+    /// Default: BUNDLE/ove-profile.toml when present.
     #[arg(long, value_name = "FILE")]
     pub profile: Option<PathBuf>,
 
