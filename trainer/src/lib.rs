@@ -10,12 +10,15 @@
 //! - [`device`]: `cpu` / `cuda[:N]` (loads libtorch's CUDA backend);
 //! - [`layers`]: the shared building blocks (linear, norms, rotary);
 //! - [`checkpoint`]: strict loading of Hugging Face checkpoints and saving the same layout;
-//! - [`plot`]: `ove-train plot` (metrics curves as a PNG);
+//! - [`cmd`]: each `ove-train` subcommand's arguments and work (`src/main.rs` only
+//!   dispatches to them);
+//! - [`plot`]: the metrics curves `ove-train plot` draws as a PNG;
 //! - [`recipe`]: `ove-train tokenizer`, `init`, `prepare` (the default-model recipe);
-//! - [`trace`]: the `ove-train trace` command (golden-case intermediates);
+//! - [`trace`]: golden-case intermediates, what `ove-train trace` writes;
 //! - [`train`]: loss, packing, AdamW, schedule, stage configs, the optimizer step.
 
 pub mod checkpoint;
+pub mod cmd;
 pub mod decoder;
 pub mod device;
 pub mod jsonl;
