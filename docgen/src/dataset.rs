@@ -15,7 +15,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
@@ -208,14 +208,15 @@ pub fn write_set(
 ) -> Result<Summary> {
     let pool = crate::fonts::load_all(specs)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let open = |name: &str| -> Result<Option<BufWriter<File>>> {
+    // Each manifest with its path, for errors that name the file.
+    let open = |name: &str| -> Result<Option<(PathBuf, BufWriter<File>)>> {
         if !manifests {
             return Ok(None);
         }
         let p = out.join(name);
-        Ok(Some(BufWriter::new(
-            File::create(&p).with_context(|| format!("creating {}", p.display()))?,
-        )))
+        let w =
+            BufWriter::new(File::create(&p).with_context(|| format!("creating {}", p.display()))?);
+        Ok(Some((p, w)))
     };
     let mut captions = open("captions.jsonl")?;
     let mut ocr = open("ocr.jsonl")?;
@@ -237,12 +238,13 @@ pub fn write_set(
             std::fs::write(&txt, format!("{}\n", s.text))
                 .with_context(|| format!("writing {}", txt.display()))?;
             summary.images += 1;
-            let line = |w: &mut Option<BufWriter<File>>, v: serde_json::Value| -> Result<()> {
-                if let Some(w) = w {
-                    writeln!(w, "{v}")?;
-                }
-                Ok(())
-            };
+            let line =
+                |w: &mut Option<(PathBuf, BufWriter<File>)>, v: serde_json::Value| -> Result<()> {
+                    if let Some((p, w)) = w {
+                        writeln!(w, "{v}").with_context(|| format!("writing {}", p.display()))?;
+                    }
+                    Ok(())
+                };
             line(&mut captions, json!({"images": [&png], "caption": &s.text}))?;
             line(&mut ocr, conversation(&png, READ_PROMPT, &s.text))?;
             line(&mut stage2, conversation(&png, s.read_prompt, &s.text))?;
@@ -265,11 +267,12 @@ pub fn write_set(
             )?;
         }
     }
-    for w in [&mut captions, &mut ocr, &mut stage2, &mut meta]
+    for (p, w) in [&mut captions, &mut ocr, &mut stage2, &mut meta]
         .into_iter()
         .flatten()
     {
-        w.flush()?;
+        w.flush()
+            .with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(summary)
 }

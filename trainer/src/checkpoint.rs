@@ -346,10 +346,13 @@ fn copy_file(src: &Path, dst: &Path) -> Result<()> {
         .map(drop)
         .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
     // Golden and released files may be read-only; the copy must stay writable.
-    let mut perms = std::fs::metadata(dst)?.permissions();
+    let mut perms = std::fs::metadata(dst)
+        .with_context(|| format!("reading the permissions of {}", dst.display()))?
+        .permissions();
     #[allow(clippy::permissions_set_readonly_false)]
     perms.set_readonly(false);
-    std::fs::set_permissions(dst, perms)?;
+    std::fs::set_permissions(dst, perms)
+        .with_context(|| format!("making {} writable", dst.display()))?;
     Ok(())
 }
 

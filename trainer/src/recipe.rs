@@ -180,7 +180,8 @@ pub fn collect_texts(inputs: &[PathBuf]) -> Result<Vec<String>> {
             let mut files: Vec<PathBuf> = std::fs::read_dir(input)
                 .with_context(|| format!("reading {}", input.display()))?
                 .map(|e| e.map(|e| e.path()))
-                .collect::<std::io::Result<_>>()?;
+                .collect::<std::io::Result<_>>()
+                .with_context(|| format!("reading {}", input.display()))?;
             files.retain(|p| {
                 p.extension().is_some_and(|e| e == "txt")
                     && !p.to_string_lossy().ends_with(".pred.txt")
@@ -251,7 +252,7 @@ pub fn train_tokenizer(
 
 pub fn save_tokenizer(tok: &Tokenizer, out: &Path) -> Result<()> {
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let text = tok
         .to_string(true)
@@ -315,13 +316,22 @@ pub fn init_checkpoint(
     let _model = LlavaOneVision::new(&vs.root(), &cfg)?;
     save_checkpoint(&vs, &cfg, None, out, &SaveOptions::default())?;
     // The template's extra keys (dtype, initializer_range, ...) kept.
-    std::fs::write(out.join("config.json"), config_text)?;
-    std::fs::copy(tokenizer_file, out.join("tokenizer.json"))
-        .with_context(|| format!("copying {}", tokenizer_file.display()))?;
+    let config_path = out.join("config.json");
+    std::fs::write(&config_path, config_text)
+        .with_context(|| format!("writing {}", config_path.display()))?;
+    let tokenizer_out = out.join("tokenizer.json");
+    std::fs::copy(tokenizer_file, &tokenizer_out).with_context(|| {
+        format!(
+            "copying {} to {}",
+            tokenizer_file.display(),
+            tokenizer_out.display()
+        )
+    })?;
     let pre = template.with_file_name("preprocessor_config.json");
     if pre.is_file() {
-        std::fs::copy(&pre, out.join("preprocessor_config.json"))
-            .with_context(|| format!("copying {}", pre.display()))?;
+        let pre_out = out.join("preprocessor_config.json");
+        std::fs::copy(&pre, &pre_out)
+            .with_context(|| format!("copying {} to {}", pre.display(), pre_out.display()))?;
     }
     let generation = json!({
         "eos_token_id": [eos, pad],
@@ -329,10 +339,9 @@ pub fn init_checkpoint(
         "do_sample": false,
         "max_new_tokens": 512,
     });
-    std::fs::write(
-        out.join("generation_config.json"),
-        serde_json::to_string_pretty(&generation)?,
-    )?;
+    let generation_path = out.join("generation_config.json");
+    std::fs::write(&generation_path, serde_json::to_string_pretty(&generation)?)
+        .with_context(|| format!("writing {}", generation_path.display()))?;
     let params = vs.variables().values().map(|t| t.numel() as i64).sum();
     Ok((cfg, params))
 }
@@ -459,7 +468,7 @@ pub struct PrepareSummary {
 /// Converts text-level JSONL files into one token-level file `out`.
 pub fn prepare_files(inputs: &[PathBuf], tok: &Tokenizer, out: &Path) -> Result<PrepareSummary> {
     let out_dir = absolute(out.parent().unwrap_or(Path::new("")))?;
-    std::fs::create_dir_all(&out_dir)?;
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let mut w = BufWriter::new(
         std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?,
     );
@@ -482,10 +491,12 @@ pub fn prepare_files(inputs: &[PathBuf], tok: &Tokenizer, out: &Path) -> Result<
                 w,
                 "{}",
                 json!({"prompt_ids": prompt, "response_ids": response, "images": images})
-            )?;
+            )
+            .with_context(|| format!("writing {}", out.display()))?;
         }
     }
-    w.flush()?;
+    w.flush()
+        .with_context(|| format!("writing {}", out.display()))?;
     Ok(s)
 }
 

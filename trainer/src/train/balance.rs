@@ -377,7 +377,8 @@ pub fn run_balance(
     let mut json: BTreeMap<&str, serde_json::Value> = BTreeMap::new();
     json.insert("report", serde_json::to_value(&report)?);
     json.insert("seed", seed.into());
-    std::fs::write(&report_path, serde_json::to_string_pretty(&json)?)?;
+    std::fs::write(&report_path, serde_json::to_string_pretty(&json)?)
+        .with_context(|| format!("writing {}", Path::new(&report_path).display()))?;
     if let Some(path) = samples_out {
         let text: String = drawn.iter().map(|i| format!("{i}\n")).collect();
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;

@@ -350,9 +350,12 @@ pub fn run(cfg: &TrainRun) -> Result<Vec<StepStats>> {
             tokens_per_s: tokens as f64 / seconds,
             mfu: 6.0 * n_params as f64 * tokens as f64 / seconds / peak_flops,
         };
-        serde_json::to_writer(&mut metrics, &line)?;
-        metrics.write_all(b"\n")?;
-        metrics.flush()?;
+        serde_json::to_writer(&mut metrics, &line)
+            .with_context(|| format!("writing {}", metrics_path.display()))?;
+        metrics
+            .write_all(b"\n")
+            .and_then(|()| metrics.flush())
+            .with_context(|| format!("writing {}", metrics_path.display()))?;
         bar.set_message(format!(
             "loss {:.4} lr {:.2e} |g| {:.3}",
             stats.loss, stats.lr, stats.grad_norm
@@ -389,7 +392,8 @@ pub fn run(cfg: &TrainRun) -> Result<Vec<StepStats>> {
                 f,
                 "{}",
                 serde_json::json!({"step": step, "eval_loss": loss, "eval_tokens": tokens})
-            )?;
+            )
+            .with_context(|| format!("writing {}", path.display()))?;
             bar.println(format!(
                 "step {done}: eval loss {loss:.4} ({tokens} tokens)"
             ));

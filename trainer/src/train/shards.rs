@@ -119,7 +119,11 @@ pub fn read_shard(path: &Path) -> Result<Vec<ShardSample>> {
         if !entry.header().entry_type().is_file() {
             continue;
         }
-        let member = entry.path()?.to_string_lossy().to_string();
+        let member = entry
+            .path()
+            .with_context(|| format!("{}: reading a member's name", path.display()))?
+            .to_string_lossy()
+            .to_string();
         let Some((key, index, ext)) = split_member(&member) else {
             continue;
         };
