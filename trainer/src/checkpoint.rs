@@ -19,8 +19,8 @@ use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 use ove_core::checkpoint::{
-    Checkpoint, CONFIG_FILE, GENERATION_FILE, PREPROCESSOR_FILE, SINGLE_WEIGHTS, TOKENIZER_FILE,
-    WEIGHTS_INDEX,
+    name_list, Checkpoint, CONFIG_FILE, GENERATION_FILE, PREPROCESSOR_FILE, SINGLE_WEIGHTS,
+    TOKENIZER_FILE, WEIGHTS_INDEX,
 };
 use ove_core::config::ModelConfig;
 
@@ -71,26 +71,11 @@ fn kind_of(dtype: Dtype) -> Result<Kind> {
     })
 }
 
-fn list(names: &[&str]) -> String {
-    const SHOWN: usize = 12;
-    let mut s = names
-        .iter()
-        .take(SHOWN)
-        .copied()
-        .collect::<Vec<_>>()
-        .join(", ");
-    if names.len() > SHOWN {
-        s.push_str(&format!(", ... ({} in all)", names.len()));
-    }
-    s
-}
-
 /// Copies every tensor of `checkpoint` into the variable of the same name, converting the
 /// dtype to the variable's. Names and shapes must match exactly, both ways.
 pub fn load_weights(vs: &VarStore, checkpoint: &Checkpoint) -> Result<()> {
     let dir = checkpoint.dir.display();
     let vars = vs.variables();
-    let tied = checkpoint.config.text_config.tie_word_embeddings;
     let missing: Vec<&str> = {
         let mut m: Vec<&str> = vars
             .keys()
@@ -100,21 +85,14 @@ pub fn load_weights(vs: &VarStore, checkpoint: &Checkpoint) -> Result<()> {
         m.sort();
         m
     };
-    let extra: Vec<&str> = checkpoint
-        .names()
-        // A tied checkpoint may still carry lm_head.weight: it is the embedding table.
-        .filter(|n| {
-            let known = vars.contains_key(*n) || (tied && *n == "lm_head.weight");
-            !known
-        })
-        .collect();
+    let extra = checkpoint.unused_tensors(|n| vars.contains_key(n));
     if !missing.is_empty() || !extra.is_empty() {
         let mut msg = format!("{dir}: the checkpoint's tensors do not match the model");
         if !missing.is_empty() {
-            msg.push_str(&format!("; missing: {}", list(&missing)));
+            msg.push_str(&format!("; missing: {}", name_list(&missing)));
         }
         if !extra.is_empty() {
-            msg.push_str(&format!("; unexpected: {}", list(&extra)));
+            msg.push_str(&format!("; unexpected: {}", name_list(&extra)));
         }
         bail!(msg);
     }
