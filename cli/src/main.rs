@@ -32,6 +32,9 @@ enum Command {
     Run(cmd::run::Args),
     /// Read the text of document images (a default reading prompt).
     Ocr(cmd::ocr::Args),
+    /// Find the text lines of page images, in reading order (no model): boxes as text or
+    /// JSON, and an overlay picture with --draw.
+    Layout(cmd::layout::Args),
     /// Run a golden case through a bundle and write every intermediate tensor.
     Trace(cmd::trace::Args),
     /// Measure vision encoder time, prefill and decode speed and peak memory of a bundle.
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         Command::Export(a) => cmd::export::run(a),
         Command::Run(a) => cmd::run::run(a),
         Command::Ocr(a) => cmd::ocr::run(a),
+        Command::Layout(a) => cmd::layout::run(a),
         Command::Trace(a) => cmd::trace::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Compare(a) => cmd::compare::run(a),

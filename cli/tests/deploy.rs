@@ -334,6 +334,7 @@ fn fake_bundle(dir: &Path) -> Manifest {
             scheme: "none".into(),
             ..Default::default()
         },
+        reading: Default::default(),
         files: files
             .iter()
             .map(|(rel, _)| file_entry(dir, rel).unwrap())

@@ -14,6 +14,7 @@ pub mod activation;
 pub mod checkpoint;
 pub mod config;
 pub mod graph_io;
+pub mod layout_metrics;
 pub mod manifest;
 pub mod metrics;
 pub mod onnx_proto;

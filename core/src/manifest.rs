@@ -115,6 +115,31 @@ pub struct Graphs {
     pub tokenizer: Option<String>,
 }
 
+/// How the model reads a page (`ove ocr --layout auto` takes this).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PageReading {
+    /// The whole page in one pass: what a large checkpoint (a released
+    /// LLaVA-OneVision-1.5) is trained to do.
+    #[default]
+    Page,
+    /// Line by line: the runtime's layout stage finds the text lines and each line crop is
+    /// read on its own (small models trained on lines and words).
+    Lines,
+}
+
+/// What the runtime needs to know about the model's reading (absent in older bundles:
+/// whole pages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Reading {
+    #[serde(default)]
+    pub layout: PageReading,
+    /// The text height in pixels the model was trained on: a line crop is scaled so that
+    /// its line's ink box is this tall. `None`: crops keep their size.
+    #[serde(default)]
+    pub line_height: Option<u32>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     pub schema_version: u32,
@@ -131,6 +156,9 @@ pub struct Manifest {
     /// Longest sequence (prompt + generated) the runtime will run.
     pub max_context: usize,
     pub quantization: Quantization,
+    /// How the model reads a page; optional (older bundles: whole pages).
+    #[serde(default)]
+    pub reading: Reading,
     pub files: Vec<FileEntry>,
 }
 

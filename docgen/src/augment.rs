@@ -5,20 +5,40 @@
 use image::codecs::jpeg::JpegEncoder;
 use image::imageops::{self, FilterType};
 use image::{Rgb, RgbImage};
+use ove_core::layout_metrics::LineBox;
 use rand::Rng;
+
+/// A degraded page, and the projective map its rotation/perspective applied (a point
+/// `(x, y)` of the clean page is at `map(x, y)` in `image`; `None`: not moved), so that
+/// ground-truth boxes can follow the text ([`map_box`]).
+pub struct Degraded {
+    pub image: RgbImage,
+    pub warp: Option<[f64; 9]>,
+}
 
 /// Applies the degradations at `level` (0..=1), each with a probability that grows with it.
 pub fn degrade(img: &RgbImage, level: f32, paper: [u8; 3], rng: &mut impl Rng) -> RgbImage {
+    degrade_page(img, level, paper, rng).image
+}
+
+/// [`degrade`], with the geometric map it applied.
+pub fn degrade_page(img: &RgbImage, level: f32, paper: [u8; 3], rng: &mut impl Rng) -> Degraded {
     let level = level.clamp(0.0, 1.0);
     if level == 0.0 {
-        return img.clone();
+        return Degraded {
+            image: img.clone(),
+            warp: None,
+        };
     }
     let p = (0.35 + 0.5 * level) as f64;
     let mut out = img.clone();
+    let mut map = None;
     if rng.gen_bool(p) {
         let angle = rng.gen_range(-1.0..1.0f32) * 2.5 * level;
         let jitter = rng.gen_range(0.0..0.035f32) * level;
-        out = warp(&out, angle, jitter, paper, rng);
+        let (warped, forward) = warp_page(&out, angle, jitter, paper, rng);
+        out = warped;
+        map = forward;
     }
     if rng.gen_bool(p) {
         lighting(&mut out, 0.35 * level * rng.gen_range(0.3..1.0f32), rng);
@@ -45,7 +65,37 @@ pub fn degrade(img: &RgbImage, level: f32, paper: [u8; 3], rng: &mut impl Rng) -
         let quality = (90.0 - rng.gen_range(0.0..60.0f32) * level).round() as u8;
         out = jpeg(&out, quality.max(20));
     }
-    out
+    Degraded {
+        image: out,
+        warp: map,
+    }
+}
+
+/// The axis-aligned box, clamped to a `width x height` page, that encloses box `b`'s
+/// corners moved by the projective map `h`.
+pub fn map_box(h: &[f64; 9], b: LineBox, width: u32, height: u32) -> LineBox {
+    let corners = [
+        (b.x0 as f64, b.y0 as f64),
+        (b.x1 as f64, b.y0 as f64),
+        (b.x1 as f64, b.y1 as f64),
+        (b.x0 as f64, b.y1 as f64),
+    ];
+    let (mut x0, mut y0, mut x1, mut y1) = (f64::MAX, f64::MAX, f64::MIN, f64::MIN);
+    for (x, y) in corners {
+        let z = h[6] * x + h[7] * y + h[8];
+        let (u, v) = (
+            (h[0] * x + h[1] * y + h[2]) / z,
+            (h[3] * x + h[4] * y + h[5]) / z,
+        );
+        (x0, y0, x1, y1) = (x0.min(u), y0.min(v), x1.max(u), y1.max(v));
+    }
+    let clamp = |v: f64, hi: u32| v.clamp(0.0, hi as f64) as u32;
+    LineBox {
+        x0: clamp(x0.floor(), width),
+        y0: clamp(y0.floor(), height),
+        x1: clamp(x1.ceil(), width),
+        y1: clamp(y1.ceil(), height),
+    }
 }
 
 /// A standard normal sample (Box-Muller).
@@ -108,6 +158,17 @@ pub fn warp(
     fill: [u8; 3],
     rng: &mut impl Rng,
 ) -> RgbImage {
+    warp_page(img, degrees, jitter, fill, rng).0
+}
+
+/// [`warp`], with the forward map (clean page -> warped page) it applied.
+fn warp_page(
+    img: &RgbImage,
+    degrees: f32,
+    jitter: f32,
+    fill: [u8; 3],
+    rng: &mut impl Rng,
+) -> (RgbImage, Option<[f64; 9]>) {
     let (w, h) = img.dimensions();
     let (wf, hf) = (w as f64, h as f64);
     let src = [(0.0, 0.0), (wf, 0.0), (wf, hf), (0.0, hf)];
@@ -122,7 +183,7 @@ pub fn warp(
     }
     // Map output pixels back to the source.
     let Some(hm) = homography(&dst, &src) else {
-        return img.clone();
+        return (img.clone(), None);
     };
     let mut out = RgbImage::from_pixel(w, h, Rgb(fill));
     for (x, y, p) in out.enumerate_pixels_mut() {
@@ -137,7 +198,7 @@ pub fn warp(
             *p = v;
         }
     }
-    out
+    (out, homography(&src, &dst))
 }
 
 fn bilinear(img: &RgbImage, x: f64, y: f64) -> Option<Rgb<u8>> {

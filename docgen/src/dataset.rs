@@ -20,11 +20,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use image::{ImageEncoder, RgbImage};
+use ove_core::layout_metrics::LineBox;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::augment::degrade;
+use crate::augment::{degrade_page, map_box};
 use crate::fonts::{FontSpec, LoadedFont};
 use crate::generate::{generate, Document, Kind};
 
@@ -94,6 +96,27 @@ pub struct Sample {
     pub fonts: Vec<&'static str>,
     /// The reading instruction chosen for stage 2.
     pub read_prompt: &'static str,
+    /// The ink box of each text line in `image` (after the degradation's rotation and
+    /// perspective), top to bottom: the layout stage's ground truth.
+    pub lines: Vec<LineBox>,
+    /// The text of each line of `lines`, in the same order.
+    pub line_texts: Vec<String>,
+}
+
+/// `NAME.lines.json`, written beside each image: its size and its lines' boxes and texts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinesFile {
+    pub image: String,
+    pub width: u32,
+    pub height: u32,
+    pub lines: Vec<TruthLine>,
+}
+
+/// One ground-truth text line: its box (half-open pixels) and its text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TruthLine {
+    pub bbox: LineBox,
+    pub text: String,
 }
 
 /// Makes sample `index`: depends only on the seed, the index, the kinds and the fonts.
@@ -109,7 +132,18 @@ pub fn sample(pool: &[LoadedFont], opts: &Options, index: u64) -> Result<Sample>
         Degradation::Level(l) => l,
         Degradation::Mixed => rng.gen_range(0.0..=1.0),
     };
-    let image = degrade(&clean, level, document.layout.paper, &mut rng);
+    let boxes = document.layout.line_boxes(&clean, pool);
+    let degraded = degrade_page(&clean, level, document.layout.paper, &mut rng);
+    let image = degraded.image;
+    let (mut lines, mut line_texts) = (Vec::new(), Vec::new());
+    for (b, text) in boxes.into_iter().zip(document.layout.line_texts()) {
+        let Some(b) = b else { continue };
+        lines.push(match &degraded.warp {
+            Some(h) => map_box(h, b, image.width(), image.height()),
+            None => b,
+        });
+        line_texts.push(text);
+    }
     let mut fonts: Vec<&'static str> = Vec::new();
     for item in &document.layout.items {
         if let crate::render::Item::Line { segments, .. } = item {
@@ -131,6 +165,8 @@ pub fn sample(pool: &[LoadedFont], opts: &Options, index: u64) -> Result<Sample>
         level,
         fonts,
         read_prompt,
+        lines,
+        line_texts,
     })
 }
 
@@ -237,6 +273,20 @@ pub fn write_set(
             let txt = out.join(format!("{}.txt", s.name));
             std::fs::write(&txt, format!("{}\n", s.text))
                 .with_context(|| format!("writing {}", txt.display()))?;
+            let boxes = out.join(format!("{}.lines.json", s.name));
+            let file = LinesFile {
+                image: png.clone(),
+                width: s.image.width(),
+                height: s.image.height(),
+                lines: (s.lines.iter().zip(&s.line_texts))
+                    .map(|(b, t)| TruthLine {
+                        bbox: *b,
+                        text: t.clone(),
+                    })
+                    .collect(),
+            };
+            std::fs::write(&boxes, serde_json::to_string(&file)? + "\n")
+                .with_context(|| format!("writing {}", boxes.display()))?;
             summary.images += 1;
             let line =
                 |w: &mut Option<(PathBuf, BufWriter<File>)>, v: serde_json::Value| -> Result<()> {

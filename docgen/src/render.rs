@@ -3,6 +3,8 @@
 use ab_glyph::{point, Font, FontVec, PxScale, ScaleFont};
 use image::{Rgb, RgbImage};
 
+use ove_core::layout_metrics::LineBox;
+
 use crate::fonts::LoadedFont;
 
 /// Width in pixels of `text` set in `font` at `size` pixels (advances and kerning).
@@ -124,6 +126,11 @@ impl Layout {
     /// The text of the document: lines top to bottom, segments left to right joined by a
     /// single space, lines joined by newlines.
     pub fn text(&self) -> String {
+        self.line_texts().join("\n")
+    }
+
+    /// The text of each line, top to bottom: segments left to right joined by a space.
+    pub fn line_texts(&self) -> Vec<String> {
         let mut lines = Vec::new();
         for item in &self.items {
             if let Item::Line { segments, .. } = item {
@@ -133,7 +140,7 @@ impl Layout {
                 lines.push(line.join(" "));
             }
         }
-        lines.join("\n")
+        lines
     }
 
     /// Number of text lines.
@@ -187,6 +194,41 @@ impl Layout {
         }
         img
     }
+}
+
+impl Layout {
+    /// The ink box of every text line of `img` (this layout's clean [`Layout::render`]),
+    /// top to bottom as [`Layout::line_texts`] gives the lines: the pixels that differ from
+    /// the paper within the line's band; `None` for a line without ink.
+    pub fn line_boxes(&self, img: &RgbImage, fonts: &[LoadedFont]) -> Vec<Option<LineBox>> {
+        let mut boxes = Vec::new();
+        let mut y = self.margin;
+        for item in &self.items {
+            let h = item_height(item, fonts);
+            if matches!(item, Item::Line { .. }) {
+                let (top, bottom) = (
+                    y.floor().max(0.0) as u32,
+                    ((y + h).ceil() as u32).min(img.height()),
+                );
+                boxes.push(ink_box(img, self.paper, top, bottom));
+            }
+            y += h;
+        }
+        boxes
+    }
+}
+
+/// The box of the pixels of rows `top..bottom` that are not `paper`.
+fn ink_box(img: &RgbImage, paper: [u8; 3], top: u32, bottom: u32) -> Option<LineBox> {
+    let (mut x0, mut y0, mut x1, mut y1) = (u32::MAX, u32::MAX, 0, 0);
+    for y in top..bottom {
+        for x in 0..img.width() {
+            if img.get_pixel(x, y).0 != paper {
+                (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x + 1), y1.max(y + 1));
+            }
+        }
+    }
+    (x1 > x0).then_some(LineBox { x0, y0, x1, y1 })
 }
 
 fn line_ascent(segments: &[Segment], size: f32, fonts: &[LoadedFont]) -> f32 {

@@ -1,7 +1,8 @@
 //! Determinism, ground truth, fonts, augmentation and the folder / manifest output.
 
+use ove_core::layout_metrics::LineBox;
 use ove_docgen::augment::{degrade, homography, warp};
-use ove_docgen::dataset::{png_bytes, sample, write_set, Degradation, Options};
+use ove_docgen::dataset::{png_bytes, sample, write_set, Degradation, LinesFile, Options};
 use ove_docgen::fonts::{self, LoadedFont, Split, CATALOGUE};
 use ove_docgen::generate::{money, Kind};
 use rand::SeedableRng;
@@ -309,4 +310,84 @@ fn folder_and_manifests() {
         .unwrap()
         .starts_with("<image>\nWhat is the value of ")));
     assert_eq!(read("meta.jsonl").len(), 2);
+    // Beside each image, its line boxes: the sample's, round-tripped.
+    for index in 0..2 {
+        let sample = sample(&pool(), &o, index).unwrap();
+        let path = dir.path().join(format!("{}.lines.json", sample.name));
+        let file: LinesFile =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(file.image, format!("{}.png", sample.name));
+        assert_eq!((file.width, file.height), sample.image.dimensions());
+        let boxes: Vec<_> = file.lines.iter().map(|l| l.bbox).collect();
+        assert_eq!(boxes, sample.lines);
+        let texts: Vec<_> = file.lines.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts.join("\n"), sample.text);
+    }
+}
+
+#[test]
+fn line_boxes_hold_each_lines_ink_and_follow_the_warp() {
+    let pool = pool();
+    for kind in [Kind::Paragraph, Kind::Receipt, Kind::Table] {
+        let clean = sample(&pool, &opts(&[kind], 3, Degradation::Clean), 0).unwrap();
+        assert_eq!(
+            clean.lines.len(),
+            clean.text.lines().count(),
+            "{}",
+            clean.name
+        );
+        let paper = clean.document.layout.paper;
+        let ink = |b: &LineBox| {
+            (b.y0..b.y1)
+                .flat_map(|y| (b.x0..b.x1).map(move |x| (x, y)))
+                .filter(|&(x, y)| clean.image.get_pixel(x, y).0 != paper)
+                .count()
+        };
+        let all_ink = clean.image.pixels().filter(|p| p.0 != paper).count();
+        let in_boxes: usize = clean.lines.iter().map(ink).sum();
+        for (b, w) in clean.lines.iter().zip(clean.lines.iter().skip(1)) {
+            assert!(b.y1 <= w.y0, "{}: lines overlap: {b:?} {w:?}", clean.name);
+            assert!(ink(b) > 0);
+        }
+        // Everything drawn is in some line's box, except rules (receipts and tables).
+        if kind == Kind::Paragraph {
+            assert_eq!(in_boxes, all_ink, "{}", clean.name);
+        }
+    }
+    // A rotation moves the boxes with the text: on a warped page (the same document as the
+    // clean one, its boxes moved), the dark pixels are inside the moved boxes.
+    let clean_of = |i| sample(&pool, &opts(&[Kind::Paragraph], 3, Degradation::Clean), i).unwrap();
+    let o = opts(&[Kind::Paragraph], 3, Degradation::Level(1.0));
+    let moved = (0..8)
+        .map(|i| sample(&pool, &o, i).unwrap())
+        .find(|s| s.lines != clean_of(s.index).lines)
+        .expect("one of 8 strongly degraded pages is warped");
+    let (w, h) = moved.image.dimensions();
+    let inside = |x: u32, y: u32| {
+        moved
+            .lines
+            .iter()
+            .any(|b| (b.x0..b.x1).contains(&x) && (b.y0..b.y1).contains(&y))
+    };
+    let (mut dark, mut dark_inside) = (0usize, 0usize);
+    for (x, y, p) in moved.image.enumerate_pixels() {
+        let grey = (p.0[0] as u32 + p.0[1] as u32 + p.0[2] as u32) / 3;
+        if grey < 90 {
+            dark += 1;
+            dark_inside += inside(x, y) as usize;
+        }
+    }
+    assert!(dark > 0);
+    let share = dark_inside as f64 / dark as f64;
+    assert!(
+        share > 0.98,
+        "{}: {share:.3} of the dark pixels are in the boxes",
+        moved.name
+    );
+    for b in &moved.lines {
+        assert!(
+            b.x0 < b.x1 && b.y0 < b.y1 && b.x1 <= w && b.y1 <= h,
+            "{b:?}"
+        );
+    }
 }

@@ -312,6 +312,7 @@ fn write_bundle(
         },
         max_context,
         quantization,
+        reading: opts.reading,
         files,
     };
     manifest

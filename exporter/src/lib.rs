@@ -74,6 +74,8 @@ pub struct ExportOptions {
     /// Export even when the checkpoint holds tensors the graphs do not use (they are
     /// left out, with a warning); by default that is an error naming them.
     pub allow_unused_tensors: bool,
+    /// How the model reads pages, recorded in the manifest (default: whole pages).
+    pub reading: ove_core::manifest::Reading,
 }
 
 impl ExportOptions {
@@ -88,6 +90,7 @@ impl ExportOptions {
             force: false,
             progress: false,
             allow_unused_tensors: false,
+            reading: Default::default(),
         }
     }
 }

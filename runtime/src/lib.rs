@@ -13,6 +13,8 @@
 //! - [`sampling`]: repetition penalty, greedy and temperature / top-k / top-p sampling;
 //! - [`gen_config`]: generation_config.json as the defaults, and the caller's overrides;
 //! - [`generate`]: [`Model`]: images, prefill, generation with streaming;
+//! - [`layout`]: text lines of a page image, in reading order (no model);
+//! - [`read`]: reading a page: whole, or line by line after the layout;
 //! - [`trace`]: golden cases through a bundle (`ove trace`);
 //! - [`compare`]: logits metrics between two runs (max |diff|, top-1 agreement, KL);
 //! - [`bench`](mod@bench): timing and memory (`ove bench`).
@@ -40,8 +42,10 @@ pub mod embed;
 pub mod gen_config;
 pub mod generate;
 pub mod kv;
+pub mod layout;
 pub mod mask;
 pub mod providers;
+pub mod read;
 pub mod sampling;
 pub mod trace;
 

@@ -46,9 +46,96 @@ pub struct Args {
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+
+    /// Time only the layout stage (`ove layout`, no model loaded) on this page image: the
+    /// median and best ms per page over --layout-runs runs, on one thread.
+    #[arg(long, value_name = "IMAGE", conflicts_with = "image")]
+    pub layout: Option<PathBuf>,
+
+    /// Timed layout runs (after one untimed).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub layout_runs: usize,
+
+    /// Repeat the --layout page over a canvas of this size, e.g. 1000x1400 (a full page of
+    /// text from a small generated document); default: the page as it is.
+    #[arg(long, value_name = "WxH", requires = "layout", value_parser = parse_size)]
+    pub layout_tile: Option<(u32, u32)>,
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s
+        .split_once('x')
+        .ok_or_else(|| format!("{s:?}: want WIDTHxHEIGHT, e.g. 1000x1400"))?;
+    let n = |v: &str| {
+        v.parse::<u32>()
+            .ok()
+            .filter(|&n| (1..=20_000).contains(&n))
+            .ok_or_else(|| format!("{s:?}: sides must be 1..=20000 pixels"))
+    };
+    Ok((n(w)?, n(h)?))
+}
+
+/// `page` repeated over a `w x h` canvas, row by row.
+fn tile(page: &image::RgbImage, (w, h): (u32, u32)) -> image::RgbImage {
+    image::RgbImage::from_fn(w, h, |x, y| {
+        *page.get_pixel(x % page.width(), y % page.height())
+    })
+}
+
+/// What `--layout` measured.
+#[derive(serde::Serialize)]
+struct LayoutBench {
+    image: String,
+    width: u32,
+    height: u32,
+    lines: usize,
+    runs: usize,
+    median_ms: f64,
+    best_ms: f64,
+}
+
+fn bench_layout(args: &Args, path: &std::path::Path) -> Result<ExitCode> {
+    use ove_runtime::layout::{find_lines, LayoutOptions};
+    let (runs, json) = (args.layout_runs, args.json);
+    let page = ove_core::preprocess::load_rgb(path, &Default::default())?;
+    let page = match args.layout_tile {
+        Some(size) => tile(&page, size),
+        None => page,
+    };
+    let opts = LayoutOptions::default();
+    let lines = find_lines(&page, &opts).lines.len();
+    let mut ms: Vec<f64> = (0..runs.max(1))
+        .map(|_| {
+            let t = std::time::Instant::now();
+            std::hint::black_box(find_lines(&page, &opts));
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    let r = LayoutBench {
+        image: path.display().to_string(),
+        width: page.width(),
+        height: page.height(),
+        lines,
+        runs: ms.len(),
+        median_ms: ms[ms.len() / 2],
+        best_ms: ms[0],
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "layout {}x{} ({} lines): median {:.2} ms, best {:.2} ms over {} runs",
+            r.width, r.height, r.lines, r.median_ms, r.best_ms, r.runs
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
+    if let Some(page) = &args.layout {
+        return bench_layout(&args, page);
+    }
     let mut model = args.model.load()?;
     let spinner = super::run::spinner("benchmarking".into());
     let report = bench(

@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use ove_core::manifest::{PageReading, Reading};
 use ove_exporter::{export, Dtype, ExportOptions, Int4Options, Int4Target};
 
 #[derive(clap::Args)]
@@ -30,6 +31,15 @@ pub struct Args {
     /// config.json does not describe its weights.
     #[arg(long)]
     pub allow_unused_tensors: bool,
+    /// How the model reads a page, recorded in the manifest for `ove ocr --layout auto`:
+    /// `page` (the whole page in one pass, as released checkpoints do) or `lines` (the
+    /// runtime finds the text lines and reads each crop: models trained on lines).
+    #[arg(long, value_enum, default_value_t = ReadsArg::Page)]
+    pub reads: ReadsArg,
+    /// With --reads lines: the text height in pixels the model was trained on; line crops
+    /// are scaled to it [default: crops keep their size].
+    #[arg(long, value_name = "PX", value_parser = clap::value_parser!(u32).range(4..=512))]
+    pub line_height: Option<u32>,
     /// Quantize weights to int4 (weight-only, blockwise round-to-nearest). By default only
     /// the decoder's linear layers (q, k, v, o, gate, up, down); the rest keep --dtype.
     #[arg(long)]
@@ -68,6 +78,13 @@ pub struct Args {
     pub int4_accuracy_level: u8,
 }
 
+/// `--reads`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReadsArg {
+    Page,
+    Lines,
+}
+
 fn parse_target(s: &str) -> Result<Int4Target, String> {
     s.parse().map_err(|e: anyhow::Error| e.to_string())
 }
@@ -95,6 +112,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         force: args.force,
         progress: std::io::stderr().is_terminal(),
         allow_unused_tensors: args.allow_unused_tensors,
+        reading: Reading {
+            layout: match args.reads {
+                ReadsArg::Page => PageReading::Page,
+                ReadsArg::Lines => PageReading::Lines,
+            },
+            line_height: args.line_height,
+        },
     };
     let report = export(&opts)?;
     let m = &report.manifest;

@@ -5,6 +5,7 @@ pub mod compare;
 pub mod deploy;
 pub mod eval;
 pub mod export;
+pub mod layout;
 pub mod ocr;
 pub mod preprocess;
 pub mod run;

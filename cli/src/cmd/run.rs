@@ -331,6 +331,18 @@ pub fn answer(
     out: &mut dyn Write,
 ) -> Result<Generation> {
     let encoded = encode_images(model, images)?;
+    stream_answer(model, prompt, &encoded, text, opts, out)
+}
+
+/// Builds the chat prompt around encoded images and streams the generated text to `out`.
+pub fn stream_answer(
+    model: &mut Model,
+    prompt: &PromptBuilder,
+    encoded: &[EncodedImage],
+    text: &str,
+    opts: &GenerateOptions,
+    out: &mut dyn Write,
+) -> Result<Generation> {
     let counts: Vec<usize> = encoded.iter().map(|e| e.tokens).collect();
     let ids = prompt.encode(text, &counts)?;
     let refs: Vec<&EncodedImage> = encoded.iter().collect();
