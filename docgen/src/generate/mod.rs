@@ -106,6 +106,17 @@ pub struct Document {
 }
 
 impl Document {
+    /// A document that is only its text: no questions, receipt or fields.
+    pub fn plain(kind: Kind, layout: Layout) -> Self {
+        Document {
+            kind,
+            layout,
+            questions: vec![],
+            receipt: None,
+            fields: vec![],
+        }
+    }
+
     /// The ground truth: lines top to bottom joined with newlines.
     pub fn text(&self) -> String {
         self.layout.text()
@@ -337,13 +348,7 @@ impl<'a, R: Rng> Builder<'a, R> {
             size,
         }];
         let layout = self.layout(w + 2.0 * margin, margin, items);
-        Document {
-            kind,
-            layout,
-            questions: vec![],
-            receipt: None,
-            fields: vec![],
-        }
+        Document::plain(kind, layout)
     }
 
     /// `len` characters drawn from [`CODE_CHARS`].

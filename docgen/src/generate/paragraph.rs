@@ -73,13 +73,7 @@ impl<R: Rng> Builder<'_, R> {
             })
             .fold(0.0, f32::max);
         let layout = self.layout(widest + 2.0 * margin, margin, items);
-        Document {
-            kind: Kind::Paragraph,
-            layout,
-            questions: vec![],
-            receipt: None,
-            fields: vec![],
-        }
+        Document::plain(Kind::Paragraph, layout)
     }
 }
 

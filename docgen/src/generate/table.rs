@@ -131,13 +131,7 @@ impl<R: Rng> Builder<'_, R> {
             thickness: 1.0,
         });
         let layout = self.layout(right + margin, margin, items);
-        Document {
-            kind: Kind::Table,
-            layout,
-            questions: vec![],
-            receipt: None,
-            fields: vec![],
-        }
+        Document::plain(Kind::Table, layout)
     }
 }
 
