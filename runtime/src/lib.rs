@@ -44,6 +44,7 @@ pub mod generate;
 pub mod kv;
 pub mod layout;
 pub mod mask;
+pub mod pages;
 pub mod providers;
 pub mod read;
 pub mod sampling;

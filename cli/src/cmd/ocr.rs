@@ -1,22 +1,46 @@
-//! `ove ocr`: read the text of document images with a default reading prompt.
+//! `ove ocr`: read the text of document images and PDFs with a default reading prompt:
+//! each page whole, or line by line after the layout stage, as the bundle's model reads
+//! best (`--layout auto`).
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Result;
-use ove_core::prompt::DEFAULT_SYSTEM;
+use anyhow::{Context, Result};
+use ove_core::manifest::PageReading;
+use ove_core::prompt::{PromptBuilder, DEFAULT_SYSTEM};
+use ove_runtime::pages::{load_pages, Page, PageOptions};
+use ove_runtime::read::{encode_rgb, read_page, LineText};
+use ove_runtime::{GenerateOptions, Model};
+use serde::Serialize;
 
-use super::run::{answer, print_stats, prompt_builder, ModelArgs, SamplingArgs};
+use super::run::{print_stats, prompt_builder, stream_answer, ModelArgs, SamplingArgs};
 
 /// The instruction given with each image unless --prompt says otherwise.
 pub const DEFAULT_OCR_PROMPT: &str = "Read all the text in the image.";
 
-/// Read the text of document images (each image on its own, with a reading prompt).
+/// How pages are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LayoutArg {
+    /// What the bundle's manifest says its model reads best (`reading.layout`; whole pages
+    /// when it says nothing).
+    Auto,
+    /// Find the text lines (`ove layout`) and read each line crop on its own.
+    Lines,
+    /// The whole page in one pass (large checkpoints trained on pages).
+    Page,
+}
+
+/// Read the text of document images and PDFs (each page on its own, with a reading prompt).
+///
+/// Prints each page's text; pages of a PDF are separated by a form feed. With --json, a
+/// JSON array with one object per page: `{"file", "page", "text", "lines": [{"bbox",
+/// "block", "text"}]}` (lines only when read line by line).
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Examples:\n  ove ocr word.png                       (the built-in default OCR model)\n  \
-                        ove ocr --bundle bundle/ scan1.png scan2.jpg\n\n\
+                        ove ocr --bundle bundle/ scan1.png invoice.pdf\n  \
+                        ove ocr --layout lines --json receipt.png\n\n\
                   The built-in model is small (trained on 2 CPU cores): it reads single\n\
                   words, numbers and short lines, with mistakes, and invents text on whole\n\
                   pages. For documents, pass --bundle with a model you fine-tuned and exported."
@@ -25,63 +49,179 @@ pub struct Args {
     #[command(flatten)]
     pub model: ModelArgs,
 
-    /// Images to read (PNG, JPEG, WebP, BMP, TIFF, GIF). Each is read in its own
-    /// conversation; with several, each answer is headed by `==> FILE <==`.
-    #[arg(required = true, value_name = "IMAGE")]
+    /// Images (PNG, JPEG, WebP, BMP, TIFF, GIF) and PDF files to read. Each page is read
+    /// in its own conversation; with several files, each is headed by `==> FILE <==`.
+    #[arg(required = true, value_name = "FILE")]
     pub images: Vec<PathBuf>,
 
-    /// The instruction given with each image.
+    /// The instruction given with each page (or line).
     #[arg(long, default_value = DEFAULT_OCR_PROMPT)]
     pub prompt: String,
+
+    /// Read whole pages or line by line.
+    #[arg(long, value_enum, default_value_t = LayoutArg::Auto)]
+    pub layout: LayoutArg,
+
+    /// Print JSON (pages, lines with their boxes) instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Resolution PDF pages are rendered at.
+    #[arg(long, value_name = "DPI", default_value_t = PageOptions::default().dpi)]
+    pub dpi: f32,
+
+    /// Refuse a PDF with more pages than this.
+    #[arg(long, value_name = "N", default_value_t = PageOptions::default().max_pages)]
+    pub max_pages: usize,
 
     #[command(flatten)]
     pub sampling: SamplingArgs,
 
-    /// Print token counts and speeds to stderr after each image.
+    /// Print token counts and speeds to stderr after each page read whole.
     #[arg(long)]
     pub stats: bool,
 }
 
+/// One page of `--json` output.
+#[derive(Serialize)]
+struct PageJson {
+    file: String,
+    /// 1-based page number in the file.
+    page: usize,
+    text: String,
+    lines: Vec<LineText>,
+}
+
+/// What every page needs.
+struct Reader<'a> {
+    model: Model,
+    prompt: PromptBuilder,
+    opts: GenerateOptions,
+    mode: PageReading,
+    args: &'a Args,
+}
+
 pub fn run(args: Args) -> Result<ExitCode> {
     args.sampling.validate()?;
-    let mut model = args.model.load()?;
-    let opts = args.sampling.options(&model);
-    let prompt = prompt_builder(&model, DEFAULT_SYSTEM)?;
+    if !(args.dpi.is_finite() && (10.0..=1200.0).contains(&args.dpi)) {
+        anyhow::bail!("--dpi must be between 10 and 1200, got {}", args.dpi);
+    }
+    let model = args.model.load()?;
+    let mode = match args.layout {
+        LayoutArg::Auto => model.manifest().reading.layout,
+        LayoutArg::Lines => PageReading::Lines,
+        LayoutArg::Page => PageReading::Page,
+    };
+    tracing::debug!(?mode, "reading mode");
+    let mut reader = Reader {
+        opts: args.sampling.options(&model),
+        prompt: prompt_builder(&model, DEFAULT_SYSTEM)?,
+        model,
+        mode,
+        args: &args,
+    };
+    let page_opts = PageOptions {
+        dpi: args.dpi,
+        max_pages: args.max_pages,
+        ..PageOptions::default()
+    };
     let mut stdout = std::io::stdout().lock();
     let many = args.images.len() > 1;
     let mut failed = 0;
-    for (i, image) in args.images.iter().enumerate() {
-        if many {
+    let mut json = Vec::new();
+    for (i, file) in args.images.iter().enumerate() {
+        if many && !args.json {
             if i > 0 {
                 writeln!(stdout)?;
             }
-            writeln!(stdout, "==> {} <==", image.display())?;
+            writeln!(stdout, "==> {} <==", file.display())?;
         }
-        match answer(
-            &mut model,
-            &prompt,
-            std::slice::from_ref(image),
-            &args.prompt,
-            &opts,
-            &mut stdout,
-        ) {
-            Ok(g) => {
-                writeln!(stdout)?;
-                if args.stats {
-                    print_stats(&g);
-                }
-            }
-            // One unreadable image does not stop the others; the exit code tells.
+        let result = load_pages(file, &page_opts)
+            .and_then(|pages| reader.read_file(file, &pages, &mut stdout, &mut json));
+        match result {
+            Ok(()) => {}
+            // One unreadable file does not stop the others; the exit code tells.
             Err(e) if many => {
                 failed += 1;
-                eprintln!("error: {}: {e:#}", image.display());
+                // Both the page loading and the reading errors name the file.
+                eprintln!("error: {e:#}");
             }
             Err(e) => return Err(e),
         }
+    }
+    if args.json {
+        serde_json::to_writer_pretty(&mut stdout, &json)?;
+        writeln!(stdout)?;
     }
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+impl Reader<'_> {
+    /// Reads the pages of one file: text to `out` as it comes, or JSON rows to `json`.
+    fn read_file(
+        &mut self,
+        file: &Path,
+        pages: &[Page],
+        out: &mut dyn Write,
+        json: &mut Vec<PageJson>,
+    ) -> Result<()> {
+        for (k, page) in pages.iter().enumerate() {
+            if k > 0 && !self.args.json {
+                write!(out, "\x0c")?;
+            }
+            self.read_one(file, page, out, json)
+                .with_context(|| format!("{}: page {}", file.display(), page.index + 1))?;
+        }
+        Ok(())
+    }
+
+    /// Reads one page.
+    fn read_one(
+        &mut self,
+        file: &Path,
+        page: &Page,
+        out: &mut dyn Write,
+        json: &mut Vec<PageJson>,
+    ) -> Result<()> {
+        if self.mode == PageReading::Page && !self.args.json {
+            // Whole pages stream as they are generated (a large model is slow).
+            let encoded = encode_rgb(&mut self.model, &page.image)?;
+            let g = stream_answer(
+                &mut self.model,
+                &self.prompt,
+                &[encoded],
+                &self.args.prompt,
+                &self.opts,
+                out,
+            )?;
+            writeln!(out)?;
+            if self.args.stats {
+                print_stats(&g);
+            }
+            return Ok(());
+        }
+        let read = read_page(
+            &mut self.model,
+            &self.prompt,
+            &self.args.prompt,
+            &page.image,
+            self.mode,
+            &self.opts,
+        )?;
+        if self.args.json {
+            json.push(PageJson {
+                file: file.display().to_string(),
+                page: page.index + 1,
+                text: read.text,
+                lines: read.lines,
+            });
+        } else {
+            writeln!(out, "{}", read.text)?;
+        }
+        Ok(())
+    }
 }
