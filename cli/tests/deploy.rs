@@ -328,6 +328,7 @@ fn fake_bundle(dir: &Path) -> Manifest {
             decoder: "decoder.onnx".into(),
             embeddings: "embed_tokens.safetensors".into(),
             tokenizer: Some("tokenizer.json".into()),
+            ctc_head: None,
         },
         max_context: 512,
         quantization: Quantization {

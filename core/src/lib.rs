@@ -8,11 +8,13 @@
 //! - [`checkpoint`]: reading a checkpoint directory (single or sharded safetensors);
 //! - [`preprocess`]: image decoding and the reference-exact preprocessing;
 //! - [`prompt`]: the ChatML template, tokenizer use and image-pad expansion;
-//! - [`manifest`]: the bundle manifest written by `ove export` and checked by the runtime.
+//! - [`manifest`]: the bundle manifest written by `ove export` and checked by the runtime;
+//! - [`ctc`]: the CTC line reader's alphabet, column pooling and greedy decoding.
 
 pub mod activation;
 pub mod checkpoint;
 pub mod config;
+pub mod ctc;
 pub mod graph_io;
 pub mod layout_metrics;
 pub mod manifest;

@@ -12,8 +12,9 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{GenerationConfig, ModelConfig, PreprocessorConfig};
 
-/// The schema this build writes and the newest it reads.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The newest schema this build reads; a bundle is written with the oldest version that
+/// carries what it holds ([`Reading::schema_version`]).
+pub const SCHEMA_VERSION: u32 = 2;
 pub const MANIFEST_FILE: &str = "manifest.json";
 
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +114,10 @@ pub struct Graphs {
     pub embeddings: String,
     #[serde(default)]
     pub tokenizer: Option<String>,
+    /// safetensors file of the CTC line reader's head ([`crate::ctc`]), when the bundle
+    /// carries one (`ove export --ctc-head`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctc_head: Option<String>,
 }
 
 /// How the model reads a page (`ove ocr --layout auto` takes this).
@@ -138,6 +143,32 @@ pub struct Reading {
     /// its line's ink box is this tall. `None`: crops keep their size.
     #[serde(default)]
     pub line_height: Option<u32>,
+    /// What reads a line crop: the decoder (default) or the CTC head on the vision
+    /// encoder (needs `graphs.ctc_head`; schema version 2).
+    #[serde(default)]
+    pub reader: LineReader,
+}
+
+/// What reads a line crop when a page is read line by line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LineReader {
+    /// The decoder, prompted with the OCR instruction (the model's own way).
+    #[default]
+    Decoder,
+    /// The CTC head over the vision encoder's patch columns: no decoder step at all.
+    Ctc,
+}
+
+impl Reading {
+    /// The oldest schema version that carries this reading (2 for the CTC reader, which a
+    /// runtime of schema 1 would silently ignore).
+    pub fn schema_version(&self) -> u32 {
+        match self.reader {
+            LineReader::Decoder => 1,
+            LineReader::Ctc => 2,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -208,6 +239,7 @@ impl Manifest {
         ]
         .into_iter()
         .chain(manifest.graphs.tokenizer.as_ref())
+        .chain(manifest.graphs.ctc_head.as_ref())
         {
             if !manifest.files.iter().any(|f| &f.path == path) {
                 return Err(BundleError::Manifest {
@@ -215,6 +247,12 @@ impl Manifest {
                     message: format!("graphs names {path:?}, which is not listed in files"),
                 });
             }
+        }
+        if manifest.reading.reader == LineReader::Ctc && manifest.graphs.ctc_head.is_none() {
+            return Err(BundleError::Manifest {
+                file,
+                message: "reading.reader is \"ctc\" but graphs.ctc_head names no file".into(),
+            });
         }
         Ok(manifest)
     }

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use ove_core::checkpoint::{Checkpoint, GENERATION_FILE, PREPROCESSOR_FILE, TOKENIZER_FILE};
+use ove_core::ctc::{CtcHead, CTC_HEAD_FILE};
 use ove_core::manifest::{
-    file_entry, Graphs, Manifest, Quantization, QuantizedTensor, TokenIds, SCHEMA_VERSION,
+    file_entry, Graphs, LineReader, Manifest, Quantization, QuantizedTensor, TokenIds,
 };
 use ove_core::ModelConfig;
 use ove_quant::{
@@ -291,13 +292,25 @@ fn write_bundle(
         }
     }
 
+    let ctc_head = if opts.ctc_head {
+        Some(copy_ctc_head(ck, dir, cfg)?)
+    } else {
+        None
+    };
+    if let Some(name) = &ctc_head {
+        files.push(name.clone());
+    }
+    if opts.reading.reader == LineReader::Ctc && ctc_head.is_none() {
+        bail!("the bundle is to read lines with the CTC head (reader ctc) but --ctc-head was not given");
+    }
+
     let tokens = token_ids(ck, cfg)?;
     let files = files
         .iter()
         .map(|f| file_entry(dir, f))
         .collect::<Result<Vec<_>, _>>()?;
     let manifest = Manifest {
-        schema_version: SCHEMA_VERSION,
+        schema_version: opts.reading.schema_version(),
         created_by: format!("ove {}", env!("CARGO_PKG_VERSION")),
         dtype: opts.dtype.as_str().to_string(),
         model: cfg.clone(),
@@ -309,6 +322,7 @@ fn write_bundle(
             decoder: DECODER_FILE.into(),
             embeddings: EMBEDDINGS_FILE.into(),
             tokenizer,
+            ctc_head,
         },
         max_context,
         quantization,
@@ -319,6 +333,30 @@ fn write_bundle(
         .write(dir)
         .with_context(|| format!("writing {}/manifest.json", dir.display()))?;
     Ok((manifest, tensors))
+}
+
+/// Copies the checkpoint's CTC head into the bundle after checking it fits the encoder.
+fn copy_ctc_head(ck: &Checkpoint, dir: &Path, cfg: &ModelConfig) -> Result<String> {
+    let src = ck.dir.join(CTC_HEAD_FILE);
+    if !src.is_file() {
+        bail!(
+            "--ctc-head: {} does not exist (ove-train ctc writes it beside the checkpoint)",
+            src.display()
+        );
+    }
+    let head = CtcHead::load(&src)?;
+    if head.d != cfg.vision_config.hidden_size {
+        bail!(
+            "{}: the head reads {}-wide tokens, the vision encoder gives {}",
+            src.display(),
+            head.d,
+            cfg.vision_config.hidden_size
+        );
+    }
+    let bytes = std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
+    std::fs::write(dir.join(CTC_HEAD_FILE), bytes)
+        .with_context(|| format!("writing {}/{CTC_HEAD_FILE}", dir.display()))?;
+    Ok(CTC_HEAD_FILE.to_string())
 }
 
 /// A tensor the graphs did not read is an error naming it (the checkpoint is not what

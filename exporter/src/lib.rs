@@ -76,6 +76,11 @@ pub struct ExportOptions {
     pub allow_unused_tensors: bool,
     /// How the model reads pages, recorded in the manifest (default: whole pages).
     pub reading: ove_core::manifest::Reading,
+    /// Carry the checkpoint's CTC line-reader head (`ctc_head.safetensors`, written by
+    /// `ove-train ctc`) into the bundle (`--ctc-head`). Off by default: the head is a
+    /// training-time module; a bundle that reads lines with it (`reading.reader = ctc`)
+    /// needs it.
+    pub ctc_head: bool,
 }
 
 impl ExportOptions {
@@ -91,6 +96,7 @@ impl ExportOptions {
             progress: false,
             allow_unused_tensors: false,
             reading: Default::default(),
+            ctc_head: false,
         }
     }
 }

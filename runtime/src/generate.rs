@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use ove_core::ctc::CtcHead;
 use ove_core::manifest::Manifest;
 use ove_core::preprocess::{self, DecodeOptions, Preprocessed};
 
@@ -161,6 +162,8 @@ pub struct Model {
     eos: Vec<i64>,
     /// `min(LoadOptions::max_context, manifest max_context)`.
     max_context: usize,
+    /// The CTC line reader's head, when the bundle carries one (`graphs.ctc_head`).
+    ctc_head: Option<CtcHead>,
     load_time: Duration,
 }
 
@@ -191,6 +194,22 @@ impl Model {
                 dims.vocab
             );
         }
+        let ctc_head = match &bundle.manifest().graphs.ctc_head {
+            Some(rel) => {
+                let path = bundle.manifest().path_of(bundle.dir(), rel)?;
+                let head = CtcHead::load(&path)?;
+                if head.d != dims.vision_hidden {
+                    bail!(
+                        "{}: the CTC head reads {}-wide tokens, the vision encoder gives {}",
+                        path.display(),
+                        head.d,
+                        dims.vision_hidden
+                    );
+                }
+                Some(head)
+            }
+            None => None,
+        };
         let backend = backend::create(&bundle, &opts.backend)?;
         let t = &bundle.manifest().tokens;
         let mut eos = t.eos.clone();
@@ -206,8 +225,14 @@ impl Model {
             dims,
             eos,
             max_context,
+            ctc_head,
             load_time: start.elapsed(),
         })
+    }
+
+    /// The bundle's CTC line-reader head, if it carries one.
+    pub fn ctc_head(&self) -> Option<&CtcHead> {
+        self.ctc_head.as_ref()
     }
 
     pub fn bundle(&self) -> &Bundle {

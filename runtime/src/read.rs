@@ -2,28 +2,23 @@
 //! trained to do), or line by line after the layout stage ([`crate::layout`]), each line
 //! crop scaled to the text height the model was trained on (what small models read well).
 //!
-//! The lines of a page are read one after another, each in its own conversation; a line's
-//! answer does not depend on the other lines, so reading them in a batch must give the same
-//! text (the decoder has no batch dimension yet).
+//! A line crop is read by the decoder (each line in its own conversation) or, when the
+//! bundle carries one, by the CTC head on the vision encoder ([`ove_core::ctc`]: no decoder
+//! step at all). Either way a line's text does not depend on the other lines.
 
 use std::ops::ControlFlow;
 
 use anyhow::{Context, Result};
 use image::RgbImage;
 use ove_core::layout_metrics::LineBox;
-use ove_core::manifest::PageReading;
-use ove_core::preprocess::{preprocess, resize_bicubic};
+use ove_core::manifest::{LineReader, PageReading};
+pub use ove_core::preprocess::line_crop;
+use ove_core::preprocess::preprocess;
 use ove_core::prompt::PromptBuilder;
 use serde::Serialize;
 
 use crate::generate::{EncodedImage, GenerateOptions, Generation, Model};
 use crate::layout::{find_lines, LayoutOptions};
-
-/// Margin around a line's ink box in a crop, as a share of the box height: room for
-/// ascenders, descenders and accents the box missed, as in the training crops.
-const CROP_MARGIN: f32 = 0.3;
-/// The largest scale-up of a line crop (a tiny line is not blown up without bound).
-const MAX_UPSCALE: f32 = 4.0;
 
 /// One line of a page and what the model read in it.
 #[derive(Debug, Clone, Serialize)]
@@ -43,27 +38,6 @@ pub struct PageText {
     pub lines: Vec<LineText>,
     /// Tokens generated for the page, all lines together.
     pub generated_tokens: usize,
-}
-
-/// The crop of line `b` that the model reads: the box with a margin, clamped to the page,
-/// scaled (bicubic) so that the box is `line_height` pixels tall when one is given.
-pub fn line_crop(page: &RgbImage, b: LineBox, line_height: Option<u32>) -> RgbImage {
-    let h = b.height().max(1) as f32;
-    let m = (h * CROP_MARGIN).ceil().max(2.0) as u32;
-    let (x0, y0) = (b.x0.saturating_sub(m), b.y0.saturating_sub(m));
-    let x1 = (b.x1 + m).min(page.width()).max(x0 + 1);
-    let y1 = (b.y1 + m).min(page.height()).max(y0 + 1);
-    let crop = image::imageops::crop_imm(page, x0, y0, x1 - x0, y1 - y0).to_image();
-    let Some(target) = line_height else {
-        return crop;
-    };
-    let scale = (target as f32 / h).min(MAX_UPSCALE);
-    if (scale - 1.0).abs() < 0.02 {
-        return crop;
-    }
-    let w = ((crop.width() as f32 * scale).round() as u32).max(1);
-    let h = ((crop.height() as f32 * scale).round() as u32).max(1);
-    resize_bicubic(&crop, w, h)
 }
 
 /// Preprocesses an in-memory image with the bundle's preprocessor and encodes it as the
@@ -94,15 +68,48 @@ pub fn read_image(
     Ok((prompt.decode(&answer)?.trim().to_string(), g))
 }
 
+/// Reads one line crop with the bundle's CTC head: the vision encoder alone, its patch
+/// columns through the head, greedy CTC decoding.
+pub fn read_line_ctc(model: &mut Model, crop: &RgbImage) -> Result<String> {
+    let merge = model.manifest().model.vision_config.spatial_merge_size;
+    let encoded = encode_rgb(model, crop)?;
+    let head = model
+        .ctc_head()
+        .context("the bundle carries no CTC head (export with --ctc-head)")?;
+    Ok(head
+        .read(&encoded.vision_tokens, encoded.grid_thw, merge)?
+        .trim()
+        .to_string())
+}
+
+/// How a page is read: whole or line by line, and what reads a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadMode {
+    pub layout: PageReading,
+    pub reader: LineReader,
+}
+
+impl ReadMode {
+    /// What the bundle's manifest says its model reads best.
+    pub fn of(model: &Model) -> Self {
+        let r = model.manifest().reading;
+        Self {
+            layout: r.layout,
+            reader: r.reader,
+        }
+    }
+}
+
 /// Reads one page as `mode` says: whole, or line by line (layout, crop, read each line).
 pub fn read_page(
     model: &mut Model,
     prompt: &PromptBuilder,
     instruction: &str,
     page: &RgbImage,
-    mode: PageReading,
+    mode: ReadMode,
     opts: &GenerateOptions,
 ) -> Result<PageText> {
+    let (mode, reader) = (mode.layout, mode.reader);
     if mode == PageReading::Page {
         let (text, g) = read_image(model, prompt, instruction, page, opts)?;
         return Ok(PageText {
@@ -117,9 +124,16 @@ pub fn read_page(
     let mut generated_tokens = 0;
     for (i, line) in layout.lines.iter().enumerate() {
         let crop = line_crop(page, line.bbox, line_height);
-        let (text, g) = read_image(model, prompt, instruction, &crop, opts)
-            .with_context(|| format!("line {} at {:?}", i + 1, line.bbox))?;
-        generated_tokens += g.tokens.len();
+        let context = || format!("line {} at {:?}", i + 1, line.bbox);
+        let text = match reader {
+            LineReader::Ctc => read_line_ctc(model, &crop).with_context(context)?,
+            LineReader::Decoder => {
+                let (text, g) =
+                    read_image(model, prompt, instruction, &crop, opts).with_context(context)?;
+                generated_tokens += g.tokens.len();
+                text
+            }
+        };
         lines.push(LineText {
             bbox: line.bbox,
             block: line.block,
@@ -136,34 +150,4 @@ pub fn read_page(
         lines,
         generated_tokens,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_line_crop_has_a_margin_and_the_trained_height() {
-        let page = RgbImage::from_pixel(400, 200, image::Rgb([255, 255, 255]));
-        let b = LineBox {
-            x0: 50,
-            y0: 100,
-            x1: 250,
-            y1: 120,
-        };
-        // 20 px box: 6 px margin on each side.
-        let c = line_crop(&page, b, None);
-        assert_eq!(c.dimensions(), (212, 32));
-        // Scaled so the box is 40 px: x2.
-        let c = line_crop(&page, b, Some(40));
-        assert_eq!(c.dimensions(), (424, 64));
-        // At the page edge the margin is clamped.
-        let edge = LineBox {
-            x0: 0,
-            y0: 0,
-            x1: 10,
-            y1: 10,
-        };
-        assert_eq!(line_crop(&page, edge, None).dimensions(), (13, 13));
-    }
 }

@@ -38,6 +38,7 @@ pub const SIDE_FILES: &[&str] = &[
     "merges.txt",
     "chat_template.json",
     "chat_template.jinja",
+    ove_core::ctc::CTC_HEAD_FILE,
 ];
 
 /// A model with its parameters and the checkpoint it came from.

@@ -7,6 +7,7 @@
 //! - [`merger`]: the 2x2 patch merger (`visual.merger.{ln_q,mlp.0,mlp.2}`);
 //! - [`decoder`]: the Qwen3 decoder (`model.*`, `lm_head`), with a KV cache;
 //! - [`model`]: the whole, image embeddings scattered into the image pads;
+//! - [`ctc`]: the CTC line-reader head over the encoder's patch columns;
 //! - [`device`]: `cpu` / `cuda[:N]` (loads libtorch's CUDA backend);
 //! - [`layers`]: the shared building blocks (linear, norms, rotary);
 //! - [`checkpoint`]: strict loading of Hugging Face checkpoints and saving the same layout;
@@ -19,6 +20,7 @@
 
 pub mod checkpoint;
 pub mod cmd;
+pub mod ctc;
 pub mod decoder;
 pub mod device;
 pub mod jsonl;

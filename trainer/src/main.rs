@@ -7,8 +7,8 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use ove_train::cmd::{
-    balance::BalanceArgs, bench_train::BenchTrainArgs, pack::PackArgs, plot::PlotArgs,
-    resave::ResaveArgs, trace::TraceArgs, train::TrainArgs,
+    balance::BalanceArgs, bench_train::BenchTrainArgs, ctc::CtcArgs, pack::PackArgs,
+    plot::PlotArgs, resave::ResaveArgs, trace::TraceArgs, train::TrainArgs,
 };
 use ove_train::recipe::RecipeCommand;
 
@@ -39,6 +39,9 @@ enum Command {
     /// Each line: {"prompt_ids": [...], "response_ids": [...], "images": ["a.png"]}, the
     /// prompt with one image pad per image (expanded here), the response trained.
     Train(TrainArgs),
+    /// Train the vision encoder and a CTC line-reader head on text lines (ove-docgen
+    /// folders): the first stage of the default OCR model.
+    Ctc(CtcArgs),
     /// Offline packing: every sample's full length (text + image tokens from the image
     /// headers), over-long samples dropped, exact fits first, then greedy fills under a
     /// minimum fill ratio. Writes OUT/bins-*.jsonl and OUT/report.json, prints the report.
@@ -72,6 +75,7 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Trace(a) => a.run(),
         Command::Train(a) => a.run(),
+        Command::Ctc(a) => a.run(),
         Command::Pack(a) => a.run(),
         Command::Balance(a) => a.run(),
         Command::BenchTrain(a) => a.run(),

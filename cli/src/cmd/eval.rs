@@ -11,8 +11,11 @@ use anyhow::{bail, Context, Result};
 use ove_core::prompt::DEFAULT_SYSTEM;
 use serde_json::json;
 
-use super::ocr::DEFAULT_OCR_PROMPT;
-use super::run::{answer, prompt_builder, ModelArgs, SamplingArgs};
+use ove_core::preprocess::{load_rgb, DecodeOptions};
+use ove_runtime::read::read_page;
+
+use super::ocr::{ReadArgs, DEFAULT_OCR_PROMPT};
+use super::run::{prompt_builder, ModelArgs, SamplingArgs};
 
 use ove_core::metrics;
 
@@ -52,6 +55,9 @@ pub struct Args {
     /// Print one JSON object (per-image scores, totals, speed) instead of the table.
     #[arg(long)]
     pub json: bool,
+
+    #[command(flatten)]
+    pub read: ReadArgs,
 
     #[command(flatten)]
     pub sampling: SamplingArgs,
@@ -135,6 +141,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         args.sampling.validate()?;
         let mut model = model_args.load()?;
         let opts = args.sampling.options(&model);
+        let mode = args.read.mode(&model)?;
         backend = Some(model.describe_backend());
         let prompt = prompt_builder(&model, DEFAULT_SYSTEM)?;
         if let Some(dir) = &args.save_predictions {
@@ -142,18 +149,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         for c in &cases {
             let t = Instant::now();
-            let mut out = Vec::new();
-            let result = answer(
-                &mut model,
-                &prompt,
-                std::slice::from_ref(&c.image),
-                &args.prompt,
-                &opts,
-                &mut out,
-            );
+            let result = load_rgb(&c.image, &DecodeOptions::default())
+                .with_context(|| format!("reading {}", c.image.display()))
+                .and_then(|img| read_page(&mut model, &prompt, &args.prompt, &img, mode, &opts));
             let seconds = t.elapsed().as_secs_f64();
-            let pred = String::from_utf8_lossy(&out).into_owned();
-            let error = result.err().map(|e| format!("{e:#}"));
+            let (pred, error) = match result {
+                Ok(r) => (r.text, None),
+                Err(e) => (String::new(), Some(format!("{e:#}"))),
+            };
             if let Some(dir) = &args.save_predictions {
                 let p = dir.join(format!("{}.pred.txt", c.name));
                 std::fs::write(&p, &pred).with_context(|| format!("writing {}", p.display()))?;

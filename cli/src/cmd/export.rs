@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ove_core::manifest::{PageReading, Reading};
+use ove_core::manifest::{LineReader, PageReading, Reading};
 use ove_exporter::{export, Dtype, ExportOptions, Int4Options, Int4Target};
 
 #[derive(clap::Args)]
@@ -40,6 +40,15 @@ pub struct Args {
     /// are scaled to it [default: crops keep their size].
     #[arg(long, value_name = "PX", value_parser = clap::value_parser!(u32).range(4..=512))]
     pub line_height: Option<u32>,
+    /// Carry the checkpoint's CTC line-reader head (ctc_head.safetensors, written by
+    /// `ove-train ctc`) into the bundle. It is a training-time module, left out by default.
+    #[arg(long)]
+    pub ctc_head: bool,
+    /// With --reads lines: what reads each line crop: `decoder` (the model's own
+    /// generation) or `ctc` (the CTC head on the vision encoder, no decoder step; needs
+    /// --ctc-head).
+    #[arg(long, value_enum, default_value_t = LineReaderArg::Decoder)]
+    pub line_reader: LineReaderArg,
     /// Quantize weights to int4 (weight-only, blockwise round-to-nearest). By default only
     /// the decoder's linear layers (q, k, v, o, gate, up, down); the rest keep --dtype.
     #[arg(long)]
@@ -76,6 +85,13 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 0,
           value_parser = clap::value_parser!(u8).range(0..=4), requires = "int4")]
     pub int4_accuracy_level: u8,
+}
+
+/// `--line-reader`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LineReaderArg {
+    Decoder,
+    Ctc,
 }
 
 /// `--reads`.
@@ -118,7 +134,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 ReadsArg::Lines => PageReading::Lines,
             },
             line_height: args.line_height,
+            reader: match args.line_reader {
+                LineReaderArg::Decoder => LineReader::Decoder,
+                LineReaderArg::Ctc => LineReader::Ctc,
+            },
         },
+        ctc_head: args.ctc_head,
     };
     let report = export(&opts)?;
     let m = &report.manifest;

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use ove_core::manifest::PageReading;
+use ove_core::manifest::{LineReader, PageReading};
 use ove_core::prompt::{PromptBuilder, DEFAULT_SYSTEM};
 use ove_runtime::pages::{load_pages, Page, PageOptions};
-use ove_runtime::read::{encode_rgb, read_page, LineText};
+use ove_runtime::read::{encode_rgb, read_page, LineText, ReadMode};
 use ove_runtime::{GenerateOptions, Model};
 use serde::Serialize;
 
@@ -29,6 +29,55 @@ pub enum LayoutArg {
     Lines,
     /// The whole page in one pass (large checkpoints trained on pages).
     Page,
+}
+
+/// What reads a line crop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReaderArg {
+    /// The manifest's `reading.reader` (the decoder when it says nothing).
+    Auto,
+    /// The model's generation, prompted with the instruction.
+    Decoder,
+    /// The CTC head on the vision encoder, when the bundle carries one (no decoder step).
+    Ctc,
+}
+
+/// How pages are read (`ove ocr`, `ove eval`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReadArgs {
+    /// Read whole pages or line by line.
+    #[arg(long, value_enum, default_value_t = LayoutArg::Auto)]
+    pub layout: LayoutArg,
+
+    /// What reads each line crop when reading line by line.
+    #[arg(long, value_enum, default_value_t = ReaderArg::Auto)]
+    pub reader: ReaderArg,
+}
+
+impl ReadArgs {
+    /// The reading mode for `model`: the flags over what its manifest says.
+    pub fn mode(&self, model: &Model) -> Result<ReadMode> {
+        let auto = ReadMode::of(model);
+        let mode = ReadMode {
+            layout: match self.layout {
+                LayoutArg::Auto => auto.layout,
+                LayoutArg::Lines => PageReading::Lines,
+                LayoutArg::Page => PageReading::Page,
+            },
+            reader: match self.reader {
+                ReaderArg::Auto => auto.reader,
+                ReaderArg::Decoder => LineReader::Decoder,
+                ReaderArg::Ctc => LineReader::Ctc,
+            },
+        };
+        if mode.reader == LineReader::Ctc && model.ctc_head().is_none() {
+            anyhow::bail!(
+                "--reader ctc: the bundle {} carries no CTC head (export with --ctc-head)",
+                model.bundle().dir().display()
+            );
+        }
+        Ok(mode)
+    }
 }
 
 /// Read the text of document images and PDFs (each page on its own, with a reading prompt).
@@ -58,9 +107,8 @@ pub struct Args {
     #[arg(long, default_value = DEFAULT_OCR_PROMPT)]
     pub prompt: String,
 
-    /// Read whole pages or line by line.
-    #[arg(long, value_enum, default_value_t = LayoutArg::Auto)]
-    pub layout: LayoutArg,
+    #[command(flatten)]
+    pub read: ReadArgs,
 
     /// Print JSON (pages, lines with their boxes) instead of text.
     #[arg(long)]
@@ -97,7 +145,7 @@ struct Reader<'a> {
     model: Model,
     prompt: PromptBuilder,
     opts: GenerateOptions,
-    mode: PageReading,
+    mode: ReadMode,
     args: &'a Args,
 }
 
@@ -107,11 +155,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         anyhow::bail!("--dpi must be between 10 and 1200, got {}", args.dpi);
     }
     let model = args.model.load()?;
-    let mode = match args.layout {
-        LayoutArg::Auto => model.manifest().reading.layout,
-        LayoutArg::Lines => PageReading::Lines,
-        LayoutArg::Page => PageReading::Page,
-    };
+    let mode = args.read.mode(&model)?;
     tracing::debug!(?mode, "reading mode");
     let mut reader = Reader {
         opts: args.sampling.options(&model),
@@ -187,7 +231,7 @@ impl Reader<'_> {
         out: &mut dyn Write,
         json: &mut Vec<PageJson>,
     ) -> Result<()> {
-        if self.mode == PageReading::Page && !self.args.json {
+        if self.mode.layout == PageReading::Page && !self.args.json {
             // Whole pages stream as they are generated (a large model is slow).
             let encoded = encode_rgb(&mut self.model, &page.image)?;
             let g = stream_answer(

@@ -18,6 +18,7 @@
 pub mod decode;
 pub mod error;
 pub mod jpeg;
+pub mod line;
 pub mod normalize;
 pub mod patchify;
 pub mod resample;
@@ -28,6 +29,7 @@ use std::path::Path;
 
 pub use decode::{load_rgb, load_rgb_from_bytes, DecodeOptions};
 pub use error::PreprocessError;
+pub use line::line_crop;
 pub use patchify::patch_positions;
 pub use resample::resize_bicubic;
 pub use resize::smart_resize;

@@ -4,6 +4,7 @@
 //!
 //! - [`trace`]: `ove-train trace` (a golden-style case's intermediates, optionally compared);
 //! - [`train`]: `ove-train train` (one stage of training, resumable);
+//! - [`ctc`]: `ove-train ctc` (the encoder and the CTC line-reader head, on text lines);
 //! - [`pack`]: `ove-train pack` (offline bin packing of a data set);
 //! - [`balance`]: `ove-train balance` (concept balancing weights);
 //! - [`bench_train`]: `ove-train bench-train` (training throughput and MFU);
@@ -18,6 +19,7 @@
 
 pub mod balance;
 pub mod bench_train;
+pub mod ctc;
 pub mod pack;
 pub mod plot;
 pub mod resave;

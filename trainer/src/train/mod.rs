@@ -11,6 +11,7 @@
 //! - [`stage`]: the stage TOML files (what trains, optimizer and schedule settings);
 //! - [`step`]: one optimizer step over micro-batches;
 //! - [`data`]: the JSONL sample format (corrupt images skipped and counted);
+//! - [`lines`]: ground-truth text lines cropped as the runtime crops them (the CTC reader);
 //! - [`shards`]: WebDataset-style tar shards as a data source;
 //! - [`resume`]: resumable atomic checkpoints (model, AdamW state, data cursor);
 //! - [`run`]: the loop behind `ove-train train`.
@@ -19,6 +20,7 @@ pub mod balance;
 pub mod bench;
 pub mod binpack;
 pub mod data;
+pub mod lines;
 pub mod loss;
 pub mod optim;
 pub mod pack_manifest;

@@ -1,0 +1,243 @@
+//! The CTC line reader: one linear layer over the vision encoder's patch tokens that emits
+//! several frames per 14-px patch column, over the 256 UTF-8 bytes plus a blank.
+//!
+//! Why: an autoregressive decoder trained from random weights has to find the alignment
+//! between image tokens and characters by itself, and on a small budget it never starts
+//! to read. A CTC loss gives every image column a gradient from the first step, so a small
+//! encoder learns glyphs from a few thousand lines. The trainer trains the head with the
+//! encoder (`ove-train ctc`); a bundle may carry it (`ove export --ctc-head`) and then
+//! `ove ocr` can read line crops with it, without running the decoder at all.
+//!
+//! This module is the one definition both sides use: the class alphabet (blank = 0, byte
+//! `b` = `b + 1`, so every tokenizer character is reachable: byte-level BPE tokens are
+//! bytes), the column pooling (the mean over a column's patch rows, in the preprocessor's
+//! patch order), the frame layout (column `c` gives frames `c*F .. c*F+F`) and greedy
+//! decoding (best class per frame, repeats merged, blanks dropped).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{bail, ensure, Context, Result};
+
+use crate::preprocess::patch_positions;
+use crate::tensor_file::{read_safetensors, write_safetensors, Tensor};
+
+/// The head's file, in a checkpoint directory and in a bundle.
+pub const CTC_HEAD_FILE: &str = "ctc_head.safetensors";
+/// `[F * CLASSES, D]`: the head's weight (F frames per patch column).
+pub const WEIGHT: &str = "ctc_head.proj.weight";
+/// `[F * CLASSES]`.
+pub const BIAS: &str = "ctc_head.proj.bias";
+/// The blank class.
+pub const BLANK: usize = 0;
+/// Blank + the 256 byte values.
+pub const CLASSES: usize = 257;
+
+/// The CTC targets of a text: its UTF-8 bytes, each shifted past the blank.
+pub fn targets(text: &str) -> Vec<i64> {
+    text.bytes().map(|b| b as i64 + 1).collect()
+}
+
+/// Which patch column each patch token belongs to, in the preprocessor's patch order, and
+/// the number of columns (the grid's width) and of rows per column (`t * h`).
+pub fn token_columns(grid_thw: [usize; 3], merge_size: usize) -> (Vec<usize>, usize, usize) {
+    let cols = patch_positions(grid_thw, merge_size)
+        .iter()
+        .map(|p| p[1] as usize)
+        .collect();
+    (cols, grid_thw[2], grid_thw[0] * grid_thw[1])
+}
+
+/// Frames a line image of this patch grid yields.
+pub fn frames(grid_thw: [usize; 3], frames_per_column: usize) -> usize {
+    grid_thw[2] * frames_per_column
+}
+
+/// `[w, D]`: the mean of each patch column's tokens, from `tokens` `[P, D]`.
+pub fn pool_columns(
+    tokens: &[f32],
+    d: usize,
+    grid_thw: [usize; 3],
+    merge_size: usize,
+) -> Result<Vec<f32>> {
+    let (cols, w, rows) = token_columns(grid_thw, merge_size);
+    ensure!(
+        tokens.len() == cols.len() * d,
+        "{} vision values are not the {} patches x {d} of grid {grid_thw:?}",
+        tokens.len(),
+        cols.len()
+    );
+    let mut out = vec![0f32; w * d];
+    for (tok, &c) in tokens.chunks_exact(d).zip(&cols) {
+        for (o, v) in out[c * d..(c + 1) * d].iter_mut().zip(tok) {
+            *o += v;
+        }
+    }
+    let inv = 1.0 / rows as f32;
+    out.iter_mut().for_each(|v| *v *= inv);
+    Ok(out)
+}
+
+/// The best class of each frame, repeats merged and blanks dropped, as text (invalid UTF-8
+/// is replaced, never an error).
+pub fn greedy_text(best: &[usize]) -> String {
+    let mut bytes = Vec::new();
+    let mut prev = BLANK;
+    for &c in best {
+        if c != prev && c != BLANK {
+            bytes.push((c - 1).min(255) as u8);
+        }
+        prev = c;
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// A loaded head: `logits = pooled_column @ weight^T + bias`, reshaped to `[F, CLASSES]`.
+#[derive(Debug, Clone)]
+pub struct CtcHead {
+    /// `[F * CLASSES, D]`, row major.
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub d: usize,
+    pub frames_per_column: usize,
+}
+
+impl CtcHead {
+    /// Reads [`WEIGHT`] and [`BIAS`] from a safetensors file; F comes from the shape.
+    pub fn load(path: &Path) -> Result<Self> {
+        let tensors = read_safetensors(path)?;
+        let get = |name: &str| {
+            tensors
+                .get(name)
+                .with_context(|| format!("{}: no tensor {name}", path.display()))
+        };
+        let (w, b) = (get(WEIGHT)?, get(BIAS)?);
+        let ws = w.shape().to_vec();
+        ensure!(
+            ws.len() == 2 && ws[0].is_multiple_of(CLASSES) && ws[0] > 0,
+            "{}: {WEIGHT} has shape {ws:?}, expected [F * {CLASSES}, D]",
+            path.display()
+        );
+        ensure!(
+            b.shape() == [ws[0]],
+            "{}: {BIAS} has shape {:?}, expected [{}]",
+            path.display(),
+            b.shape(),
+            ws[0]
+        );
+        Ok(Self {
+            weight: w.to_f32(),
+            bias: b.to_f32(),
+            d: ws[1],
+            frames_per_column: ws[0] / CLASSES,
+        })
+    }
+
+    /// Writes the head as [`Self::load`] reads it.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let rows = self.frames_per_column * CLASSES;
+        let mut t = BTreeMap::new();
+        t.insert(
+            WEIGHT.to_string(),
+            Tensor::f32(vec![rows, self.d], self.weight.clone()),
+        );
+        t.insert(BIAS.to_string(), Tensor::f32(vec![rows], self.bias.clone()));
+        write_safetensors(path, &t)
+    }
+
+    /// The text of one line image from its vision tokens `[P, D]`.
+    pub fn read(&self, tokens: &[f32], grid_thw: [usize; 3], merge_size: usize) -> Result<String> {
+        let pooled = pool_columns(tokens, self.d, grid_thw, merge_size)?;
+        Ok(greedy_text(&self.best_classes(&pooled)?))
+    }
+
+    /// The best class of every frame for pooled columns `[w, D]`.
+    pub fn best_classes(&self, pooled: &[f32]) -> Result<Vec<usize>> {
+        let d = self.d;
+        if !pooled.len().is_multiple_of(d) {
+            bail!(
+                "{} pooled values are not a multiple of D = {d}",
+                pooled.len()
+            );
+        }
+        let mut best = Vec::with_capacity(pooled.len() / d * self.frames_per_column);
+        for col in pooled.chunks_exact(d) {
+            for f in 0..self.frames_per_column {
+                let mut arg = (BLANK, f32::NEG_INFINITY);
+                for c in 0..CLASSES {
+                    let row = f * CLASSES + c;
+                    let w = &self.weight[row * d..(row + 1) * d];
+                    let v = self.bias[row] + w.iter().zip(col).map(|(a, b)| a * b).sum::<f32>();
+                    if v > arg.1 {
+                        arg = (c, v);
+                    }
+                }
+                best.push(arg.0);
+            }
+        }
+        Ok(best)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_bytes_past_the_blank() {
+        assert_eq!(targets("A1"), vec![66, 50]);
+        assert_eq!(targets("€").len(), 3);
+    }
+
+    #[test]
+    fn greedy_merges_repeats_and_drops_blanks() {
+        let a = b'a' as usize + 1;
+        let b = b'b' as usize + 1;
+        assert_eq!(greedy_text(&[0, a, a, 0, a, b, b, 0]), "aab");
+        assert_eq!(greedy_text(&[]), "");
+        // Bytes of a multi-byte character, split by blanks, come back whole.
+        let e: Vec<usize> = "é".bytes().flat_map(|x| [x as usize + 1, 0]).collect();
+        assert_eq!(greedy_text(&e), "é");
+    }
+
+    #[test]
+    fn columns_are_pooled_in_patch_order() {
+        // Grid 1x2x4, merge 2: patch order is the 2x2 blocks in raster order.
+        let grid = [1, 2, 4];
+        let (cols, w, rows) = token_columns(grid, 2);
+        assert_eq!((cols, w, rows), (vec![0, 1, 0, 1, 2, 3, 2, 3], 4, 2));
+        let tokens: Vec<f32> = (0..8).map(|i| i as f32).collect();
+        // Column 0 holds tokens 0 and 2, column 1 tokens 1 and 3, ...
+        assert_eq!(
+            pool_columns(&tokens, 1, grid, 2).unwrap(),
+            vec![1.0, 2.0, 5.0, 6.0]
+        );
+        assert!(pool_columns(&tokens[..7], 1, grid, 2).is_err());
+    }
+
+    #[test]
+    fn a_head_reads_its_best_classes_and_round_trips() {
+        // D = 2, F = 2: frame 0 picks 'h' from feature 0, frame 1 blank from feature 1.
+        let d = 2;
+        let rows = 2 * CLASSES;
+        let mut weight = vec![0f32; rows * d];
+        let h = b'h' as usize + 1;
+        weight[h * d] = 1.0;
+        weight[(CLASSES + BLANK) * d + 1] = 1.0;
+        let head = CtcHead {
+            weight,
+            bias: vec![0.0; rows],
+            d,
+            frames_per_column: 2,
+        };
+        let best = head.best_classes(&[1.0, 1.0, 1.0, 1.0]).unwrap();
+        assert_eq!(best, vec![h, BLANK, h, BLANK]);
+        assert_eq!(greedy_text(&best), "hh");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(CTC_HEAD_FILE);
+        head.save(&p).unwrap();
+        let back = CtcHead::load(&p).unwrap();
+        assert_eq!(back.frames_per_column, 2);
+        assert_eq!(back.weight, head.weight);
+    }
+}
