@@ -55,6 +55,10 @@ pub struct PageOptions {
 impl PageOptions {
     /// The default rendering resolution.
     pub const DEFAULT_DPI: f32 = 200.0;
+    /// The range of resolutions accepted: below 10 dpi no text survives; above 1200 a
+    /// page is gigapixels before [`Self::max_page_pixels`] scales it back.
+    pub const MIN_DPI: f32 = 10.0;
+    pub const MAX_DPI: f32 = 1200.0;
     /// The default page limit.
     pub const DEFAULT_MAX_PAGES: usize = 200;
     /// The default pixel limit of a rendered page.
@@ -63,8 +67,13 @@ impl PageOptions {
     /// Refuses options nothing could be rendered with (a dpi that is not a positive number,
     /// a zero pixel limit).
     pub fn validate(&self) -> Result<()> {
-        if !(self.dpi.is_finite() && self.dpi > 0.0) {
-            bail!("dpi must be a positive number, not {}", self.dpi);
+        if !(self.dpi.is_finite() && (Self::MIN_DPI..=Self::MAX_DPI).contains(&self.dpi)) {
+            bail!(
+                "dpi must be between {} and {}, got {}",
+                Self::MIN_DPI,
+                Self::MAX_DPI,
+                self.dpi
+            );
         }
         if self.max_page_pixels == 0 {
             bail!("the page pixel limit (max_page_pixels) must be at least 1");

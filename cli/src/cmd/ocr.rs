@@ -151,9 +151,13 @@ struct Reader<'a> {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     args.sampling.validate()?;
-    if !(args.dpi.is_finite() && (10.0..=1200.0).contains(&args.dpi)) {
-        anyhow::bail!("--dpi must be between 10 and 1200, got {}", args.dpi);
-    }
+    let page_opts = PageOptions {
+        dpi: args.dpi,
+        max_pages: args.max_pages,
+        ..PageOptions::default()
+    };
+    // Checked before the model loads: a bad --dpi is an instant error.
+    page_opts.validate().context("--dpi")?;
     let model = args.model.load()?;
     let mode = args.read.mode(&model)?;
     tracing::debug!(?mode, "reading mode");
@@ -163,11 +167,6 @@ pub fn run(args: Args) -> Result<ExitCode> {
         model,
         mode,
         args: &args,
-    };
-    let page_opts = PageOptions {
-        dpi: args.dpi,
-        max_pages: args.max_pages,
-        ..PageOptions::default()
     };
     let mut stdout = std::io::stdout().lock();
     let many = args.images.len() > 1;
