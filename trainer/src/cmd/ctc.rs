@@ -27,7 +27,8 @@ use super::LOG_TARGET;
 use crate::checkpoint::{load_model, save_checkpoint, SaveOptions};
 use crate::ctc::HeadStore;
 use crate::device::parse_device;
-use crate::train::lines::{line_batch, read_lines, LineItem, Rng};
+use crate::train::binpack::SplitMix64;
+use crate::train::lines::{line_batch, permutation, read_lines, LineItem};
 use crate::train::optim::{clip_grad_norm, AdamW, AdamWConfig};
 use crate::train::stage::set_trainable;
 use crate::train::LrSchedule;
@@ -163,8 +164,8 @@ impl CtcArgs {
             warmup_steps: (self.steps * 3 / 100).max(1),
             total_steps: self.steps,
         };
-        let mut rng = Rng::new(self.seed);
-        let mut order = rng.permutation(train.len());
+        let mut rng = SplitMix64::new(self.seed);
+        let mut order = permutation(&mut rng, train.len());
         let mut cursor = 0;
         let bar = ProgressBar::new(self.steps as u64);
         bar.set_style(
@@ -188,7 +189,7 @@ impl CtcArgs {
             let mut items: Vec<&LineItem> = Vec::with_capacity(self.batch);
             while items.len() < self.batch {
                 if cursor == order.len() {
-                    order = rng.permutation(train.len());
+                    order = permutation(&mut rng, train.len());
                     cursor = 0;
                 }
                 items.push(&train[order[cursor]]);

@@ -16,6 +16,8 @@ use ove_core::config::PreprocessorConfig;
 use ove_core::layout_metrics::LineBox;
 use ove_core::preprocess::{line_crop, load_rgb, preprocess, DecodeOptions};
 
+use crate::train::binpack::SplitMix64;
+
 /// Largest move of a box side during training, as a share of the box height.
 pub const JITTER: f32 = 0.15;
 
@@ -74,45 +76,24 @@ pub fn read_lines(dirs: &[PathBuf]) -> Result<Vec<LineItem>> {
     Ok(out)
 }
 
-/// A small deterministic generator (splitmix64) for shuffles and jitter.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
+/// Uniform in `[-1, 1)`.
+fn signed(rng: &mut SplitMix64) -> f32 {
+    (rng.unit() * 2.0 - 1.0) as f32
+}
 
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed ^ 0x9E37_79B9_7F4A_7C15)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[-1, 1)`.
-    pub fn signed(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-
-    /// A permutation of `0..n`.
-    pub fn permutation(&mut self, n: usize) -> Vec<usize> {
-        let mut v: Vec<usize> = (0..n).collect();
-        for i in (1..n).rev() {
-            let j = (self.next_u64() % (i as u64 + 1)) as usize;
-            v.swap(i, j);
-        }
-        v
-    }
+/// A permutation of `0..n`.
+pub fn permutation(rng: &mut SplitMix64, n: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..n).collect();
+    rng.shuffle(&mut v);
+    v
 }
 
 /// `b` with each side moved by up to `JITTER * height`, kept non-empty.
-pub fn jitter(b: LineBox, rng: &mut Rng) -> LineBox {
+pub fn jitter(b: LineBox, rng: &mut SplitMix64) -> LineBox {
     let h = b.height() as f32 * JITTER;
     let mv = |v: u32, r: f32| (v as f32 + r * h).round().max(0.0) as u32;
-    let (x0, y0) = (mv(b.x0, rng.signed()), mv(b.y0, rng.signed()));
-    let (x1, y1) = (mv(b.x1, rng.signed()), mv(b.y1, rng.signed()));
+    let (x0, y0) = (mv(b.x0, signed(rng)), mv(b.y0, signed(rng)));
+    let (x1, y1) = (mv(b.x1, signed(rng)), mv(b.y1, signed(rng)));
     LineBox {
         x0,
         y0,
@@ -136,7 +117,7 @@ pub fn line_batch(
     items: &[&LineItem],
     line_height: u32,
     pre: &PreprocessorConfig,
-    mut rng: Option<&mut Rng>,
+    mut rng: Option<&mut SplitMix64>,
 ) -> LineBatch {
     let mut batch = LineBatch::default();
     let opts = DecodeOptions::default();
@@ -173,7 +154,7 @@ mod tests {
 
     #[test]
     fn jitter_stays_near_and_non_empty() {
-        let mut rng = Rng::new(1);
+        let mut rng = SplitMix64::new(1);
         let b = LineBox {
             x0: 10,
             y0: 20,
@@ -185,7 +166,7 @@ mod tests {
             assert!(j.x1 > j.x0 && j.y1 > j.y0);
             assert!((j.y0 as i64 - 20).abs() <= 3 && (j.x1 as i64 - 200).abs() <= 3);
         }
-        let p = rng.permutation(10);
+        let p = permutation(&mut rng, 10);
         let mut s = p.clone();
         s.sort();
         assert_eq!(s, (0..10).collect::<Vec<_>>());
