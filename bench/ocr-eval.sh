@@ -109,10 +109,11 @@ if [ -z "$F32_BUNDLE" ] && [ -f "$CKPT/config.json" ]; then
   F32_BUNDLE="$W/f32-bundle"
   "$OVE" export --checkpoint "$CKPT" --out "$F32_BUNDLE" >/dev/null
 fi
-if [ -n "$F32_BUNDLE" ] && [ ! -f "$F32_BUNDLE/manifest.json" ]; then
+if [ -z "$F32_BUNDLE" ]; then
+  log "no --f32-bundle and no checkpoint at $CKPT: ove f32 is not available"
+elif [ ! -f "$F32_BUNDLE/manifest.json" ]; then
   log "no bundle at $F32_BUNDLE: ove f32 is not available"; F32_BUNDLE=""
 fi
-[ -n "$F32_BUNDLE" ] || log "no --f32-bundle and no checkpoint at $CKPT: ove f32 is not available"
 
 # --- the held-out sets ------------------------------------------------------------------------
 gen() { # gen OUT COUNT KIND DEGRADATION
