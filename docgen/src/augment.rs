@@ -34,7 +34,7 @@ pub fn degrade_page(img: &RgbImage, level: f32, paper: [u8; 3], rng: &mut impl R
     let mut out = img.clone();
     let mut map = None;
     if rng.gen_bool(p) {
-        let angle = rng.gen_range(-1.0..1.0f32) * 2.5 * level;
+        let angle = rng.gen_range(-1.0..1.0f32) * 2.0 * level;
         let jitter = rng.gen_range(0.0..0.035f32) * level;
         let (warped, forward) = warp_page(&out, angle, jitter, paper, rng);
         out = warped;
@@ -63,7 +63,7 @@ pub fn degrade_page(img: &RgbImage, level: f32, paper: [u8; 3], rng: &mut impl R
     }
     if rng.gen_bool(p) {
         let quality = (90.0 - rng.gen_range(0.0..60.0f32) * level).round() as u8;
-        out = jpeg(&out, quality.max(20));
+        out = jpeg(&out, quality.max(30));
     }
     Degraded {
         image: out,

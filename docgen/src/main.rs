@@ -42,8 +42,9 @@ enum Command {
         /// Document kinds, comma separated, taken in turn: word, glyph, code, line, paragraph, receipt, form, table.
         #[arg(long, default_value = "line,paragraph,receipt,form,table")]
         kinds: String,
-        /// Fonts: train (DejaVu, Liberation), heldout (Noto), all, dejavu, or catalogue
-        /// names separated by commas (see `ove-docgen fonts`).
+        /// Fonts: train (DejaVu, Liberation, Inter, Hack, ...), heldout (Noto, Charis SIL,
+        /// Fira Code), all, dejavu, or catalogue names separated by commas (see
+        /// `ove-docgen fonts`).
         #[arg(long, default_value = "train")]
         fonts: String,
         /// clean, degraded (level 0.7), mixed (a random level per page) or a level in 0..1.

@@ -11,7 +11,7 @@ use super::{Builder, Document, Kind};
 impl<R: Rng> Builder<'_, R> {
     pub(super) fn code(&mut self) -> Document {
         let font = self.line_font();
-        let size = self.rng.gen_range(16.0..36.0f32).round();
+        let size = self.rng.gen_range(10.0..42.0f32).round();
         let groups = self.rng.gen_range(1..4);
         let text = (0..groups)
             .map(|_| {

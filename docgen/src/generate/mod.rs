@@ -162,6 +162,12 @@ const PAPERS: &[[u8; 3]] = &[
     [241, 245, 250],
     [255, 252, 232],
     [236, 242, 236],
+    // Greys, and thermal till paper (cool grey-white, faint pink, faint yellow).
+    [226, 226, 224],
+    [212, 213, 210],
+    [240, 243, 246],
+    [248, 238, 240],
+    [250, 248, 226],
 ];
 /// What a code is drawn from: letters of both cases, digits, and the punctuation of codes,
 /// prices and dates.
@@ -187,14 +193,18 @@ impl<'a, R: Rng> Builder<'a, R> {
         list.choose(self.rng).copied().unwrap_or("")
     }
 
-    /// A font index, preferring `style` when the pool has one.
+    /// A font index, preferring `style` when the pool has one; upright, or italic one time
+    /// in six when the pool has italics.
     fn font(&mut self, style: Option<Style>, bold: bool) -> usize {
-        let want: Vec<usize> = (0..self.pool.len())
-            .filter(|&i| {
-                let s = &self.pool[i].spec;
-                style.is_none_or(|st| s.style == st) && s.bold == bold
-            })
-            .collect();
+        let italic = self.rng.gen_bool(1.0 / 6.0);
+        let fits = |i: usize, italic: bool| {
+            let s = &self.pool[i].spec;
+            style.is_none_or(|st| s.style == st) && s.bold == bold && s.italic == italic
+        };
+        let mut want: Vec<usize> = (0..self.pool.len()).filter(|&i| fits(i, italic)).collect();
+        if want.is_empty() {
+            want = (0..self.pool.len()).filter(|&i| fits(i, !italic)).collect();
+        }
         if let Some(&i) = want.choose(self.rng) {
             return i;
         }
@@ -208,13 +218,16 @@ impl<'a, R: Rng> Builder<'a, R> {
             .unwrap_or_else(|| self.rng.gen_range(0..self.pool.len()))
     }
 
-    /// The bold face of `font`'s family if the pool has it, else `font`.
+    /// The bold face of `font`'s family (italic if `font` is) if the pool has it, else `font`.
     fn bold_of(&self, font: usize) -> usize {
-        let name = self.pool[font].spec.name;
-        if self.pool[font].spec.bold {
+        let spec = &self.pool[font].spec;
+        if spec.bold {
             return font;
         }
-        let bold = format!("{name}-bold");
+        let bold = match spec.name.strip_suffix("-italic") {
+            Some(family) => format!("{family}-bold-italic"),
+            None => format!("{}-bold", spec.name),
+        };
         self.pool
             .iter()
             .position(|f| f.spec.name == bold)
@@ -312,6 +325,124 @@ impl<'a, R: Rng> Builder<'a, R> {
         }
     }
 
+    /// A word as written in lower case, Title case or UPPER CASE.
+    fn cased(&mut self, w: &str) -> String {
+        match self.rng.gen_range(0..10) {
+            0..=5 => w.to_string(),
+            6..=8 => capitalize(w),
+            _ => w.to_uppercase(),
+        }
+    }
+
+    /// A number: plain, with thousands separators, or with decimals (`12,345.67`).
+    fn number(&mut self) -> String {
+        let digits = self.rng.gen_range(1..8);
+        let n: i64 = self.rng.gen_range(0..10i64.pow(digits));
+        match self.rng.gen_range(0..4) {
+            0 => n.to_string(),
+            1 => thousands(n),
+            2 => format!("{}.{:02}", thousands(n), self.rng.gen_range(0..100)),
+            _ => format!("{}.{}", n % 1000, self.rng.gen_range(0..10)),
+        }
+    }
+
+    /// A price with a currency (`$1,299.00`, `EUR 12.50`, `8.99 USD`), ASCII only.
+    fn price(&mut self) -> String {
+        let digits = self.rng.gen_range(3..9);
+        let cents: i64 = self.rng.gen_range(1..10i64.pow(digits));
+        let amount = format!("{}.{:02}", thousands(cents / 100), cents % 100);
+        match self.rng.gen_range(0..5) {
+            0 | 1 => format!("${amount}"),
+            2 => format!("EUR {amount}"),
+            3 => format!("{amount} EUR"),
+            _ => format!("{} {amount}", self.pick(&["USD", "GBP", "CHF"])),
+        }
+    }
+
+    /// A percentage (`12%`, `7.5%`, `-3.25%`).
+    fn percent(&mut self) -> String {
+        let sign = *["", "", "", "-", "+"].choose(self.rng).unwrap_or(&"");
+        match self.rng.gen_range(0..3) {
+            0 => format!("{sign}{}%", self.rng.gen_range(0..101)),
+            1 => format!(
+                "{sign}{}.{}%",
+                self.rng.gen_range(0..100),
+                self.rng.gen_range(0..10)
+            ),
+            _ => format!(
+                "{sign}{}.{:02}%",
+                self.rng.gen_range(0..100),
+                self.rng.gen_range(0..100)
+            ),
+        }
+    }
+
+    /// A time of day (`14:05`, `09:41:27`, `2:05 PM`).
+    fn time(&mut self) -> String {
+        let (h, m, s) = (
+            self.rng.gen_range(0..24),
+            self.rng.gen_range(0..60),
+            self.rng.gen_range(0..60),
+        );
+        match self.rng.gen_range(0..3) {
+            0 => format!("{h:02}:{m:02}"),
+            1 => format!("{h:02}:{m:02}:{s:02}"),
+            _ => format!(
+                "{}:{m:02} {}",
+                (h + 11) % 12 + 1,
+                if h < 12 { "AM" } else { "PM" }
+            ),
+        }
+    }
+
+    /// A date in more formats than [`Self::date`], some with spaces (`3 Mar 2024`,
+    /// `March 3, 2024`, `2024/03/03`).
+    fn long_date(&mut self) -> String {
+        const MONTHS: [&str; 12] = [
+            "January",
+            "February",
+            "March",
+            "April",
+            "May",
+            "June",
+            "July",
+            "August",
+            "September",
+            "October",
+            "November",
+            "December",
+        ];
+        let (y, m, d) = (
+            self.rng.gen_range(1950..2031),
+            self.rng.gen_range(0..12usize),
+            self.rng.gen_range(1..=28),
+        );
+        let month = MONTHS[m];
+        match self.rng.gen_range(0..5) {
+            0 => format!("{d} {} {y}", &month[..3]),
+            1 => format!("{month} {d}, {y}"),
+            2 => format!("{y}/{:02}/{d:02}", m + 1),
+            3 => format!("{d:02}-{}-{y}", month[..3].to_uppercase()),
+            _ => self.date(),
+        }
+    }
+
+    /// An invoice, order or stock-keeping code (`INV-2024-00123`, `SKU 48213-BLK`, `#A1023`).
+    fn ref_code(&mut self) -> String {
+        let n = self.rng.gen_range(100..100_000);
+        let letters: String = (0..3)
+            .map(|_| (b'A' + self.rng.gen_range(0..26u8)) as char)
+            .collect();
+        match self.rng.gen_range(0..6) {
+            0 => format!("INV-{}-{n:05}", self.rng.gen_range(2015..2031)),
+            1 => format!("SKU {n}-{letters}"),
+            2 => format!("PO#{n}"),
+            3 => format!("ORD-{letters}{n}"),
+            4 => format!("#{}{n}", &letters[..1]),
+            _ => format!("{letters}/{n}/{:02}", self.rng.gen_range(1..100)),
+        }
+    }
+
     fn phone(&mut self) -> String {
         format!(
             "+{} {} {:03} {:04}",
@@ -356,6 +487,23 @@ impl<'a, R: Rng> Builder<'a, R> {
         (0..len)
             .map(|_| CODE_CHARS[self.rng.gen_range(0..CODE_CHARS.len())] as char)
             .collect()
+    }
+}
+
+/// `n` with commas between groups of three digits (`1,234,567`).
+fn thousands(n: i64) -> String {
+    let digits = n.abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 {
+        format!("-{out}")
+    } else {
+        out
     }
 }
 

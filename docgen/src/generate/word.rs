@@ -12,16 +12,24 @@ use crate::words::WORDS;
 impl<R: Rng> Builder<'_, R> {
     pub(super) fn word(&mut self) -> Document {
         let font = self.line_font();
-        let size = self.rng.gen_range(16.0..36.0f32).round();
-        let text = match self.rng.gen_range(0..6) {
+        let size = self.rng.gen_range(10.0..42.0f32).round();
+        let text = match self.rng.gen_range(0..11) {
             0 => self.rng.gen_range(0..100_000).to_string(),
             1 => money(self.rng.gen_range(1..100_000)),
             2 => self.date(),
             3 => self.full_name(),
+            4 => self.number(),
+            5 => self.price(),
+            6 => self.percent(),
+            7 => self.time(),
+            8 => self.ref_code(),
             _ => {
                 let n = self.rng.gen_range(1..3);
                 (0..n)
-                    .map(|_| self.pick(WORDS).to_string())
+                    .map(|_| {
+                        let w = self.pick(WORDS);
+                        self.cased(w)
+                    })
                     .collect::<Vec<_>>()
                     .join(" ")
             }
