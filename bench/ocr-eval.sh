@@ -35,7 +35,8 @@
 #                     [--out DIR] [--rapidocr-det-side PX] [--no-layout-score] [--no-build]
 #
 # Defaults: 60 images a set, --bundle models/default-ocr, --checkpoint
-# target/recipe-default-ocr/ckpt/stage2 (scripts/recipe-default-ocr makes it), --seed 7070,
+# target/recipe-default-ocr/ckpt/ctc (scripts/recipe-default-ocr makes it; exported with the
+# int4 bundle's reading flags), --seed 7070,
 # all four sets, --out target/bench-ocr (wiped first). Builds ove and ove-docgen (release)
 # first unless --no-build. About 15 minutes for N=60 on 2 cores. --no-layout-score skips the
 # layout_score test (a debug build of its test binary, when that is not up to date).
@@ -58,7 +59,7 @@ cd "$ROOT"
 COUNT=60
 BUNDLE=models/default-ocr
 F32_BUNDLE=""
-CKPT=target/recipe-default-ocr/ckpt/stage2
+CKPT=target/recipe-default-ocr/ckpt/ctc
 SEED=7070
 SETS=lines-clean,lines-degraded,paragraphs,receipts
 W=target/bench-ocr
@@ -107,7 +108,23 @@ READERS=ove-int4,ove-f32,tesseract,rapidocr
 if [ -z "$F32_BUNDLE" ] && [ -f "$CKPT/config.json" ]; then
   log "exporting the f32 bundle from $CKPT"
   F32_BUNDLE="$W/f32-bundle"
-  "$OVE" export --checkpoint "$CKPT" --out "$F32_BUNDLE" >/dev/null
+  # The int4 bundle's way of reading (layout, line height, CTC head and reader), in f32.
+  READ_FLAGS=$(python3 - "$BUNDLE/manifest.json" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+r, g = m.get("reading", {}), m.get("graphs", {})
+flags = ["--reads", r.get("layout", "page")]
+if r.get("line_height"):
+    flags += ["--line-height", str(r["line_height"])]
+if g.get("ctc_head"):
+    flags += ["--ctc-head"]
+if r.get("layout") == "lines":
+    flags += ["--line-reader", r.get("reader", "decoder")]
+print(" ".join(flags))
+PY
+)
+  # shellcheck disable=SC2086
+  "$OVE" export --checkpoint "$CKPT" --out "$F32_BUNDLE" $READ_FLAGS >/dev/null
 fi
 if [ -z "$F32_BUNDLE" ]; then
   log "no --f32-bundle and no checkpoint at $CKPT: ove f32 is not available"
@@ -162,7 +179,9 @@ SCORE=""
 if [ "$LAYOUT_SCORE" = 1 ]; then
   log "layout score: cargo test --workspace --test layout_score"
   if cargo test --quiet --workspace --test layout_score -- --nocapture > "$W/layout_score.txt" 2>&1; then
-    SCORE=$(sed -n '/^set  *pages  *lines/,/^$/p' "$W/layout_score.txt" | grep -Ev '^(test |\.*$)' || true)
+    # libtest prints `test NAME ... ` before the test's own output, on the same line.
+    SCORE=$(sed -e 's/^test .* \.\.\. //' "$W/layout_score.txt" |
+      grep -E '^(set  |(paragraph|receipt|form|table)( degraded)? )' || true)
   else
     SCORE="(cargo test --test layout_score failed: see $W/layout_score.txt)"
   fi
