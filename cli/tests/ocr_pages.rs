@@ -119,3 +119,33 @@ fn a_broken_pdf_is_an_error_naming_it() {
     assert!(err.contains("broken.pdf"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// `ove bench --page` reads the page as `ove ocr` does and reports what it timed: the
+/// layout's lines, the bundle's reading mode, positive times.
+#[test]
+fn the_page_bench_reports_the_lines_it_read() {
+    let cache = tempfile::tempdir().unwrap();
+    let page = "examples/docgen-receipt.png";
+    let layout = json(&ove(cache.path(), &["layout", "--json", page]));
+    let found = layout[0]["lines"].as_array().unwrap().len();
+    let b = json(&ove(
+        cache.path(),
+        &[
+            "bench",
+            "--backend",
+            "tract",
+            "--page",
+            page,
+            "--page-runs",
+            "2",
+            "--json",
+        ],
+    ));
+    assert_eq!(b["lines"], found, "{b}");
+    assert_eq!(b["runs"], 2, "{b}");
+    assert_eq!(b["layout"], "lines", "{b}");
+    assert_eq!(b["backend"], "tract", "{b}");
+    let (median, best) = (b["median_s"].as_f64().unwrap(), b["best_s"].as_f64().unwrap());
+    assert!(best > 0.0 && best <= median, "{b}");
+    assert!(b["lines_per_s"].as_f64().unwrap() > 0.0, "{b}");
+}

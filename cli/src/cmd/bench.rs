@@ -1,4 +1,6 @@
-//! `ove bench`: vision encoder time, prefill and decode speed, load time and peak memory.
+//! `ove bench`: vision encoder time, prefill and decode speed, load time and peak memory;
+//! or the layout stage alone (`--layout`), or a whole page read as `ove ocr` reads it
+//! (`--page`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,6 +62,17 @@ pub struct Args {
     /// text from a small generated document); default: the page as it is.
     #[arg(long, value_name = "WxH", requires = "layout", value_parser = parse_size)]
     pub layout_tile: Option<(u32, u32)>,
+
+    /// Time reading this page image as `ove ocr` reads it with the bundle's own reading
+    /// mode (layout, line crops at the bundle's line height, its line reader; or the whole
+    /// page): seconds per page and lines per second, median over --page-runs runs. Lines
+    /// are read one by one (the runtime has no batched line reading yet).
+    #[arg(long, value_name = "IMAGE", conflicts_with_all = ["image", "layout"])]
+    pub page: Option<PathBuf>,
+
+    /// Timed page reads (after one untimed).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub page_runs: usize,
 }
 
 fn parse_size(s: &str) -> Result<(u32, u32), String> {
@@ -132,9 +145,92 @@ fn bench_layout(args: &Args, path: &std::path::Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `--page` measured.
+#[derive(serde::Serialize)]
+struct PageBench {
+    image: String,
+    backend: String,
+    layout: String,
+    reader: String,
+    lines: usize,
+    runs: usize,
+    median_s: f64,
+    best_s: f64,
+    lines_per_s: f64,
+    /// The layout stage's share of the median read.
+    layout_ms: f64,
+}
+
+fn bench_page(args: &Args, path: &std::path::Path) -> Result<ExitCode> {
+    use ove_core::prompt::DEFAULT_SYSTEM;
+    use ove_runtime::layout::{find_lines, LayoutOptions};
+    use ove_runtime::read::{read_page, ReadMode};
+    use ove_runtime::GenerateOptions;
+
+    let page = ove_core::preprocess::load_rgb(path, &Default::default())?;
+    let mut model = args.model.load()?;
+    let mode = ReadMode::of(&model);
+    let prompt = super::run::prompt_builder(&model, DEFAULT_SYSTEM)?;
+    let opts = GenerateOptions {
+        prefill_chunk: (args.prefill_chunk > 0).then_some(args.prefill_chunk),
+        ..model.default_options()
+    };
+    let instruction = super::ocr::DEFAULT_OCR_PROMPT;
+    let spinner = super::run::spinner("benchmarking a page".into());
+    let mut read = || read_page(&mut model, &prompt, instruction, &page, mode, &opts);
+    let first = read()?;
+    let mut secs = Vec::with_capacity(args.page_runs.max(1));
+    for _ in 0..args.page_runs.max(1) {
+        let t = std::time::Instant::now();
+        std::hint::black_box(read()?);
+        secs.push(t.elapsed().as_secs_f64());
+    }
+    let t = std::time::Instant::now();
+    std::hint::black_box(find_lines(&page, &LayoutOptions::default()));
+    let layout_ms = t.elapsed().as_secs_f64() * 1e3;
+    spinner.finish_and_clear();
+    secs.sort_by(f64::total_cmp);
+    let median_s = secs[secs.len() / 2];
+    let lines = first.lines.len().max(1);
+    let r = PageBench {
+        image: path.display().to_string(),
+        backend: model.backend_kind().to_string(),
+        layout: format!("{:?}", mode.layout).to_lowercase(),
+        reader: format!("{:?}", mode.reader).to_lowercase(),
+        lines: first.lines.len(),
+        runs: secs.len(),
+        median_s,
+        best_s: secs[0],
+        lines_per_s: lines as f64 / median_s,
+        layout_ms,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "page {} ({} lines, layout {}, reader {}, {}): median {:.3} s/page, best {:.3} s, \
+             {:.1} lines/s, layout {:.1} ms, over {} runs",
+            r.image,
+            r.lines,
+            r.layout,
+            r.reader,
+            r.backend,
+            r.median_s,
+            r.best_s,
+            r.lines_per_s,
+            r.layout_ms,
+            r.runs
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn run(args: Args) -> Result<ExitCode> {
     if let Some(page) = &args.layout {
         return bench_layout(&args, page);
+    }
+    if let Some(page) = &args.page {
+        return bench_page(&args, page);
     }
     let mut model = args.model.load()?;
     let spinner = super::run::spinner("benchmarking".into());

@@ -87,12 +87,13 @@ impl ReadArgs {
 /// "block", "text"}]}` (lines only when read line by line).
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  ove ocr word.png                       (the built-in default OCR model)\n  \
+    after_help = "Examples:\n  ove ocr receipt.png                    (the built-in default OCR model)\n  \
                         ove ocr --bundle bundle/ scan1.png invoice.pdf\n  \
-                        ove ocr --layout lines --json receipt.png\n\n\
-                  The built-in model is small (trained on 2 CPU cores): it reads single\n\
-                  words, numbers and short lines, with mistakes, and invents text on whole\n\
-                  pages. For documents, pass --bundle with a model you fine-tuned and exported."
+                        ove ocr --json receipt.png             (every line's box and text)\n\n\
+                  The built-in model is small (trained from nothing on 2 CPU cores): it finds\n\
+                  the text lines of a page and reads each with a CTC head on its vision\n\
+                  encoder, with mistakes (models/default-ocr/README.md has its accuracy). For\n\
+                  your documents, pass --bundle with a model you fine-tuned and exported."
 )]
 pub struct Args {
     #[command(flatten)]
