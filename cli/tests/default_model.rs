@@ -23,18 +23,20 @@ const OVE: &str = env!("CARGO_BIN_EXE_ove");
 /// heldout --seed 16 --count 1 --no-manifests` writes (not picked), and its ground truth.
 const README_EXAMPLE: &str = "examples/heldout-receipt.png";
 const README_EXAMPLE_TEXT: &str = "examples/heldout-receipt.txt";
-/// CER the README's example must stay under (issue 16's goal is 0.02).
-const README_CER_BOUND: f64 = 1.0;
+/// CER the README's example must stay under (measured 0.0204 on both backends when
+/// committed; issue 16's goal, 0.02, is not met yet).
+const README_CER_BOUND: f64 = 0.03;
 
-/// The held-out sets: name, kind, degradation, bound on the set's total CER (the training
+/// The held-out sets: name, kind, degradation, bound on the set's total CER (measured when
+/// committed, both backends: 0.033, 0.083, 0.006, 0.009) (the training
 /// recipe uses seeds 1-21 and its evaluation 1001-1021; this seed is used nowhere else).
 const EVAL_SEED: u64 = 4242;
 const EVAL_COUNT: u64 = 10;
 const EVAL_SETS: [(&str, Kind, Degradation, f64); 4] = [
-    ("lines-clean", Kind::Line, Degradation::Clean, 1.0),
-    ("lines-degraded", Kind::Line, Degradation::Level(0.7), 1.0),
-    ("paragraphs", Kind::Paragraph, Degradation::Clean, 1.0),
-    ("receipts", Kind::Receipt, Degradation::Clean, 1.0),
+    ("lines-clean", Kind::Line, Degradation::Clean, 0.06),
+    ("lines-degraded", Kind::Line, Degradation::Level(0.7), 0.12),
+    ("paragraphs", Kind::Paragraph, Degradation::Clean, 0.03),
+    ("receipts", Kind::Receipt, Degradation::Clean, 0.03),
 ];
 
 fn root() -> PathBuf {

@@ -145,7 +145,10 @@ fn the_page_bench_reports_the_lines_it_read() {
     assert_eq!(b["runs"], 2, "{b}");
     assert_eq!(b["layout"], "lines", "{b}");
     assert_eq!(b["backend"], "tract", "{b}");
-    let (median, best) = (b["median_s"].as_f64().unwrap(), b["best_s"].as_f64().unwrap());
+    let (median, best) = (
+        b["median_s"].as_f64().unwrap(),
+        b["best_s"].as_f64().unwrap(),
+    );
     assert!(best > 0.0 && best <= median, "{b}");
     assert!(b["lines_per_s"].as_f64().unwrap() > 0.0, "{b}");
 }
