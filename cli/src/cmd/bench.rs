@@ -150,14 +150,16 @@ fn bench_layout(args: &Args, path: &std::path::Path) -> Result<ExitCode> {
 struct PageBench {
     image: String,
     backend: String,
-    layout: String,
-    reader: String,
+    /// The bundle's reading mode, spelled as in its manifest.
+    layout: ove_core::manifest::PageReading,
+    reader: ove_core::manifest::LineReader,
     lines: usize,
     runs: usize,
     median_s: f64,
     best_s: f64,
+    /// Lines read per second at the median (0 for a page read whole).
     lines_per_s: f64,
-    /// The layout stage's share of the median read.
+    /// One timed run of the layout stage alone on the page (it is part of every read).
     layout_ms: f64,
 }
 
@@ -191,24 +193,23 @@ fn bench_page(args: &Args, path: &std::path::Path) -> Result<ExitCode> {
     spinner.finish_and_clear();
     secs.sort_by(f64::total_cmp);
     let median_s = secs[secs.len() / 2];
-    let lines = first.lines.len().max(1);
     let r = PageBench {
         image: path.display().to_string(),
         backend: model.backend_kind().to_string(),
-        layout: format!("{:?}", mode.layout).to_lowercase(),
-        reader: format!("{:?}", mode.reader).to_lowercase(),
+        layout: mode.layout,
+        reader: mode.reader,
         lines: first.lines.len(),
         runs: secs.len(),
         median_s,
         best_s: secs[0],
-        lines_per_s: lines as f64 / median_s,
+        lines_per_s: first.lines.len() as f64 / median_s,
         layout_ms,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         println!(
-            "page {} ({} lines, layout {}, reader {}, {}): median {:.3} s/page, best {:.3} s, \
+            "page {} ({} lines, layout {:?}, reader {:?}, {}): median {:.3} s/page, best {:.3} s, \
              {:.1} lines/s, layout {:.1} ms, over {} runs",
             r.image,
             r.lines,
