@@ -329,6 +329,7 @@ fn fake_bundle(dir: &Path) -> Manifest {
             embeddings: "embed_tokens.safetensors".into(),
             tokenizer: Some("tokenizer.json".into()),
             ctc_head: None,
+            lines: None,
         },
         max_context: 512,
         quantization: Quantization {

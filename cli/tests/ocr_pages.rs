@@ -145,10 +145,17 @@ fn the_page_bench_reports_the_lines_it_read() {
     assert_eq!(b["runs"], 2, "{b}");
     assert_eq!(b["layout"], "lines", "{b}");
     assert_eq!(b["backend"], "tract", "{b}");
-    let (median, best) = (
-        b["median_s"].as_f64().unwrap(),
-        b["best_s"].as_f64().unwrap(),
-    );
-    assert!(best > 0.0 && best <= median, "{b}");
-    assert!(b["lines_per_s"].as_f64().unwrap() > 0.0, "{b}");
+    // The built-in model reads lines with its CTC head and has lines.onnx: batched and one
+    // by one, alike (a bundle without lines.onnx reports no one-by-one timing).
+    for (timing, batch) in [("batched", 16), ("one_by_one", 1)] {
+        let t = &b[timing];
+        assert_eq!(t["batch"], batch, "{b}");
+        let (median, best) = (
+            t["median_s"].as_f64().unwrap(),
+            t["best_s"].as_f64().unwrap(),
+        );
+        assert!(best > 0.0 && best <= median, "{b}");
+        assert!(t["lines_per_s"].as_f64().unwrap() > 0.0, "{b}");
+    }
+    assert_eq!(b["same_text"], true, "{b}");
 }

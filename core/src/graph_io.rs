@@ -1,4 +1,4 @@
-//! The input and output names of the bundle's two ONNX graphs (docs/BUNDLE.md), defined once:
+//! The input and output names of the bundle's ONNX graphs (docs/BUNDLE.md), defined once:
 //! the exporter writes them, the runtime's backends, bundle checks and TensorRT shape profiles
 //! read them.
 
@@ -16,6 +16,15 @@ pub const VISION_TOKENS: &str = "vision_tokens";
 pub const VISION_STATES: &str = "vision_states";
 /// `vision.onnx` output: merged image embeddings `[P / merge_unit, hidden]` (f32).
 pub const IMAGE_EMBEDS: &str = "image_embeds";
+
+/// `lines.onnx` (the batched line encoder, optional) takes [`PIXEL_VALUES`] `[B, P, patch_dim]`
+/// and [`PATCH_POS`] `[B, P, 2]` (each line's patches, padded to the longest line of the batch)
+/// and this: an additive key bias `[B, 1 + P]` (f32), 0 for the class token (column 0) and a
+/// line's own patches, -inf for the padding, so a line attends to itself and nothing else.
+pub const KEY_BIAS: &str = "key_bias";
+/// `lines.onnx` output: every line's encoder output without its class token `[B, P, D]`
+/// (a line's first `P_i` rows are what `vision.onnx` gives as `vision_tokens` for it alone).
+pub const LINE_TOKENS: &str = "line_tokens";
 
 /// `decoder.onnx` input: token embeddings of the new positions `[S, hidden]` (f32).
 pub const INPUTS_EMBEDS: &str = "inputs_embeds";

@@ -14,7 +14,7 @@ use crate::config::{GenerationConfig, ModelConfig, PreprocessorConfig};
 
 /// The newest schema this build reads; a bundle is written with the oldest version that
 /// carries what it holds ([`Reading::schema_version`]).
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 pub const MANIFEST_FILE: &str = "manifest.json";
 
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +118,24 @@ pub struct Graphs {
     /// carries one (`ove export --ctc-head`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ctc_head: Option<String>,
+    /// The batched line encoder (`lines.onnx`, schema version 3): the vision encoder over a
+    /// batch of line crops, each attending only to itself, so a page's lines are encoded in
+    /// one call. Written with the CTC head (its weights are vision.onnx's, shared through
+    /// `vision.onnx.data`); absent, lines are encoded one by one by `vision.onnx`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lines: Option<String>,
+}
+
+impl Graphs {
+    /// The oldest schema version that carries these graphs (3 for the batched line
+    /// encoder, which an older runtime would not know to use).
+    pub fn schema_version(&self) -> u32 {
+        if self.lines.is_some() {
+            3
+        } else {
+            1
+        }
+    }
 }
 
 /// How the model reads a page (`ove ocr --layout auto` takes this).
@@ -240,6 +258,7 @@ impl Manifest {
         .into_iter()
         .chain(manifest.graphs.tokenizer.as_ref())
         .chain(manifest.graphs.ctc_head.as_ref())
+        .chain(manifest.graphs.lines.as_ref())
         {
             if !manifest.files.iter().any(|f| &f.path == path) {
                 return Err(BundleError::Manifest {

@@ -12,6 +12,7 @@ use ove_core::ctc::{CtcHead, CTC_HEAD_FILE};
 use ove_core::manifest::{
     file_entry, Graphs, LineReader, Manifest, Quantization, QuantizedTensor, TokenIds,
 };
+use ove_core::onnx_proto::TensorProto;
 use ove_core::ModelConfig;
 use ove_quant::{
     quantize_gather_block_quantized, GatherBlockQuantizedConfig, GatherBlockQuantizedWeight,
@@ -27,6 +28,8 @@ use crate::{Dtype, ExportOptions, ExportReport};
 
 pub const VISION_FILE: &str = "vision.onnx";
 pub const DECODER_FILE: &str = "decoder.onnx";
+/// The batched line encoder, written with the CTC head (`--ctc-head`).
+pub const LINES_FILE: &str = "lines.onnx";
 /// Default-domain opset of graphs holding INT4 `DequantizeLinear` (`--target tensorrt`).
 pub const TRT_OPSET: i64 = 21;
 pub const EMBEDDINGS_FILE: &str = "embed_tokens.safetensors";
@@ -179,17 +182,23 @@ fn write_bundle(
         ProgressBar::hidden()
     };
     let weights = Weights::new(ck, opts.dtype, progress);
+    // Whether lines.onnx was written (with the CTC head; see below for when it is not).
+    let mut lines_written = false;
     let (quantization, vision_opset, decoder_opset) = match &opts.int4 {
         None => {
             let dense = DenseLinear;
             weights.progress.set_message("vision");
             info!("building {VISION_FILE}");
-            build_graph(dir, VISION_FILE, OPSET, &weights, &dense, |cx| {
+            let vision = build_graph(dir, VISION_FILE, OPSET, &weights, &dense, vec![], |cx| {
                 crate::vision::build(cx, cfg)
             })?;
+            if opts.ctc_head {
+                build_lines(dir, OPSET, &weights, &dense, vision, cfg)?;
+                lines_written = true;
+            }
             weights.progress.set_message("decoder");
             info!("building {DECODER_FILE}");
-            build_graph(dir, DECODER_FILE, OPSET, &weights, &dense, |cx| {
+            build_graph(dir, DECODER_FILE, OPSET, &weights, &dense, vec![], |cx| {
                 crate::decoder::build(cx, cfg)
             })?;
             let q = Quantization {
@@ -216,17 +225,42 @@ fn write_bundle(
             let vision_linear = Int4Linear::new(q, |_| q.vision);
             weights.progress.set_message("vision");
             info!("building {VISION_FILE} (int4 {})", q.target.as_str());
-            build_graph(dir, VISION_FILE, vo, &weights, &vision_linear, |cx| {
-                crate::vision::build(cx, cfg)
-            })?;
+            let vision = build_graph(
+                dir,
+                VISION_FILE,
+                vo,
+                &weights,
+                &vision_linear,
+                vec![],
+                |cx| crate::vision::build(cx, cfg),
+            )?;
+            if opts.ctc_head && q.vision && q.target == Int4Target::TensorRt {
+                // Its int4 Linears pad K assuming [rows, K] inputs; lines.onnx's are
+                // [B, P, K]. The runtime reads lines one by one without it.
+                warn!(
+                    "{LINES_FILE} is not written for --target tensorrt with an int4 vision                      tower: lines will be read one by one"
+                );
+            } else if opts.ctc_head {
+                // The same weights as vision.onnx's (their quantization records are
+                // vision_linear's already).
+                let lines_linear = Int4Linear::new(q, |_| q.vision);
+                build_lines(dir, vo, &weights, &lines_linear, vision, cfg)?;
+                lines_written = true;
+            }
             let decoder_linear = Int4Linear::new(q, |name: &str| {
                 name.starts_with("model.layers.") || (q.lm_head && name == head)
             });
             weights.progress.set_message("decoder");
             info!("building {DECODER_FILE} (int4 {})", q.target.as_str());
-            build_graph(dir, DECODER_FILE, dop, &weights, &decoder_linear, |cx| {
-                crate::decoder::build(cx, cfg)
-            })?;
+            build_graph(
+                dir,
+                DECODER_FILE,
+                dop,
+                &weights,
+                &decoder_linear,
+                vec![],
+                |cx| crate::decoder::build(cx, cfg),
+            )?;
             let mut tensors = vision_linear.into_records();
             tensors.extend(decoder_linear.into_records());
             let worst = tensors
@@ -297,8 +331,16 @@ fn write_bundle(
     } else {
         None
     };
+    let lines = lines_written.then(|| LINES_FILE.to_string());
     if let Some(name) = &ctc_head {
         files.push(name.clone());
+    }
+    if lines_written {
+        files.push(LINES_FILE.to_string());
+        // Only when some weight of the line encoder was not vision.onnx's.
+        if dir.join(format!("{LINES_FILE}.data")).is_file() {
+            files.push(format!("{LINES_FILE}.data"));
+        }
     }
     if opts.reading.reader == LineReader::Ctc && ctc_head.is_none() {
         bail!("the bundle is to read lines with the CTC head (reader ctc) but --ctc-head was not given");
@@ -309,21 +351,23 @@ fn write_bundle(
         .iter()
         .map(|f| file_entry(dir, f))
         .collect::<Result<Vec<_>, _>>()?;
+    let graphs = Graphs {
+        vision: VISION_FILE.into(),
+        decoder: DECODER_FILE.into(),
+        embeddings: EMBEDDINGS_FILE.into(),
+        tokenizer,
+        ctc_head,
+        lines,
+    };
     let manifest = Manifest {
-        schema_version: opts.reading.schema_version(),
+        schema_version: opts.reading.schema_version().max(graphs.schema_version()),
         created_by: format!("ove {}", env!("CARGO_PKG_VERSION")),
         dtype: opts.dtype.as_str().to_string(),
         model: cfg.clone(),
         preprocessor,
         generation: ck.generation.clone(),
         tokens,
-        graphs: Graphs {
-            vision: VISION_FILE.into(),
-            decoder: DECODER_FILE.into(),
-            embeddings: EMBEDDINGS_FILE.into(),
-            tokenizer,
-            ctc_head,
-        },
+        graphs,
         max_context,
         quantization,
         reading: opts.reading,
@@ -380,18 +424,47 @@ fn check_unused(ck: &Checkpoint, unused: &[&str], allow: bool) -> Result<()> {
     )
 }
 
-/// Builds one graph with its external data file and writes `dir/file`.
+/// Builds `lines.onnx`, the batched line encoder, over vision.onnx's weights (`vision`:
+/// its initializers, whose bytes in `vision.onnx.data` the new graph points at). The
+/// progress bar and the tensor count are left as vision.onnx left them: no tensor is new.
+fn build_lines(
+    dir: &Path,
+    opset: i64,
+    weights: &Weights,
+    linear: &dyn LinearEmitter,
+    vision: Vec<TensorProto>,
+    cfg: &ModelConfig,
+) -> Result<()> {
+    let position = weights.progress.position();
+    info!("building {LINES_FILE}");
+    build_graph(dir, LINES_FILE, opset, weights, linear, vision, |cx| {
+        crate::vision::build_lines(cx, cfg)
+    })?;
+    weights.progress.set_position(position);
+    // Every weight was vision.onnx's: lines.onnx.data holds nothing.
+    let data = dir.join(format!("{LINES_FILE}.data"));
+    if std::fs::metadata(&data).is_ok_and(|m| m.len() == 0) {
+        std::fs::remove_file(&data).with_context(|| format!("removing {}", data.display()))?;
+    }
+    Ok(())
+}
+
+/// Builds one graph into `dir/file` and its external data file `dir/file.data` (empty when
+/// every large initializer is one of `shared`). Returns the graph's initializers, for a
+/// later graph over the same weights to share.
 fn build_graph(
     dir: &Path,
     file: &str,
     opset: i64,
     weights: &Weights,
     linear: &dyn LinearEmitter,
+    shared: Vec<TensorProto>,
     body: impl FnOnce(&mut Ctx) -> Result<()>,
-) -> Result<()> {
+) -> Result<Vec<TensorProto>> {
     let data = DataFile::create(dir, &format!("{file}.data"))?;
     let name = file.trim_end_matches(".onnx");
     let mut g = GraphBuilder::new(name, data);
+    g.share_external(shared);
     g.set_opset(opset);
     let mut cx = Ctx {
         g,
@@ -404,7 +477,7 @@ fn build_graph(
     std::fs::write(&path, model.to_bytes())
         .with_context(|| format!("writing {}", path.display()))?;
     info!(file, data_bytes, "graph written");
-    Ok(())
+    Ok(model.graph.map(|g| g.initializer).unwrap_or_default())
 }
 
 /// `embed_tokens.safetensors`: the `[V, H]` table in the bundle dtype, for the runtime's

@@ -72,6 +72,9 @@ pub struct GraphBuilder {
     extra_opsets: Vec<(String, i64)>,
     /// Default-domain opset ([`OPSET`] unless [`GraphBuilder::set_opset`] raised it).
     opset: i64,
+    /// External initializers of another graph of the bundle, by name, reused instead of
+    /// written again ([`GraphBuilder::share_external`]).
+    shared: HashMap<String, TensorProto>,
 }
 
 impl GraphBuilder {
@@ -88,7 +91,20 @@ impl GraphBuilder {
             consts: HashMap::new(),
             extra_opsets: Vec::new(),
             opset: OPSET,
+            shared: HashMap::new(),
         }
+    }
+
+    /// Makes initializers of these names point at the bytes another graph already wrote
+    /// (its external data file), so two graphs over the same weights store them once. The
+    /// caller passes initializers built from the same tensors by the same code; a name
+    /// whose type, shape or length differs is written anew.
+    pub fn share_external(&mut self, from: impl IntoIterator<Item = TensorProto>) {
+        self.shared.extend(
+            from.into_iter()
+                .filter(|t| t.data_location == Some(data_location::EXTERNAL))
+                .filter_map(|t| Some((t.name.clone()?, t))),
+        );
     }
 
     /// Sets the default-domain opset (21 for INT4 `DequantizeLinear`); call it before any
@@ -212,6 +228,17 @@ impl GraphBuilder {
             data_type: Some(elem_type),
             ..Default::default()
         };
+        if let Some(shared) = self.shared.get(name).filter(|o| {
+            o.dims == t.dims
+                && o.data_type == t.data_type
+                && o.external_data.iter().any(|e| {
+                    e.key.as_deref() == Some("length")
+                        && e.value.as_deref() == Some(&bytes.len().to_string())
+                })
+        }) {
+            self.initializers.push(shared.clone());
+            return Ok(name.to_string());
+        }
         if bytes.len() >= EXTERNAL_THRESHOLD {
             let (offset, length) = self.data.append(bytes)?;
             let entry = |k: &str, v: String| StringStringEntryProto {

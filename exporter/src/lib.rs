@@ -79,7 +79,7 @@ pub struct ExportOptions {
     /// Carry the checkpoint's CTC line-reader head (`ctc_head.safetensors`, written by
     /// `ove-train ctc`) into the bundle (`--ctc-head`). Off by default: the head is a
     /// training-time module; a bundle that reads lines with it (`reading.reader = ctc`)
-    /// needs it.
+    /// needs it. With it comes `lines.onnx`, the batched line encoder (docs/BUNDLE.md).
     pub ctc_head: bool,
 }
 

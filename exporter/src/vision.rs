@@ -1,16 +1,18 @@
-//! RICE-ViT, the vision encoder, for one image: patch embedding, class token, 2-D rotary
-//! embedding, pre-LayerNorm and the transformer blocks (spec/MODEL.md, docs/BUNDLE.md).
+//! RICE-ViT, the vision encoder: patch embedding, class token, 2-D rotary embedding,
+//! pre-LayerNorm and the transformer blocks (spec/MODEL.md, docs/BUNDLE.md).
 //!
-//! One image per run means attention never has to be masked: the image's patches and its
-//! class token attend to each other and to nothing else, exactly as the reference's
-//! per-image `cu_seqlens` confine them.
+//! `vision.onnx` encodes one image per run, so attention never has to be masked: the
+//! image's patches and its class token attend to each other and to nothing else, exactly as
+//! the reference's per-image `cu_seqlens` confine them. `lines.onnx` is the same encoder
+//! over a batch of line crops padded to one length ([`Batch`]): a key bias keeps every line
+//! to its own tokens, so each line's rows are what it gives alone.
 
 use anyhow::Result;
 use ove_core::config::VisionConfig;
 use ove_core::graph_io as io;
 use ove_core::onnx_proto::data_type;
 
-use crate::graph::GraphBuilder;
+use crate::graph::{Dim, GraphBuilder};
 use crate::nn::{activation, rope, Ctx};
 use crate::weights::LinearWeight;
 
@@ -21,7 +23,15 @@ use crate::weights::LinearWeight;
 /// the (row, col) positions by a constant [2, head_dim] matrix `[[f, 0, f, 0], [0, f, 0, f]]`:
 /// each output is a single product plus exact zeros, so it equals the reference's f32 `h * f`
 /// bit for bit.
-fn rotary(cx: &mut Ctx, v: &VisionConfig, patch_pos: &str) -> Result<(String, String)> {
+///
+/// In a batch the positions are `[B, P, 2]`, the class token's angles are broadcast to
+/// every line and `cos`/`sin` come out `[B, 1, N, head_dim]` (one row of heads).
+fn rotary(
+    cx: &mut Ctx,
+    v: &VisionConfig,
+    patch_pos: &str,
+    batch: Option<&Batch>,
+) -> Result<(String, String)> {
     let hd = v.head_dim();
     let f = v.rope_inv_freq();
     let q = f.len();
@@ -43,11 +53,36 @@ fn rotary(cx: &mut Ctx, v: &VisionConfig, patch_pos: &str) -> Result<(String, St
     let pos = g.cast(patch_pos, data_type::FLOAT);
     let patch_angles = g.matmul(&pos, &freqs);
     let class_angles = g.concat(&[&cpe, &cpe], 1);
-    let angles = g.concat(&[&class_angles, &patch_angles], 0);
-    Ok((g.cos(&angles), g.sin(&angles)))
+    let Some(b) = batch else {
+        let angles = g.concat(&[&class_angles, &patch_angles], 0);
+        return Ok((g.cos(&angles), g.sin(&angles)));
+    };
+    let class_angles = b.broadcast(g, &class_angles, hd);
+    let angles = g.concat(&[&class_angles, &patch_angles], 1);
+    let (cos, sin) = (g.cos(&angles), g.sin(&angles));
+    Ok((g.unsqueeze(&cos, &[1]), g.unsqueeze(&sin, &[1])))
 }
 
-/// Multi-head self-attention of block `i` over all N tokens of the image.
+/// What the batched encoder needs besides the single-image one: the batch size and the
+/// key bias that keeps each line's attention to its own tokens.
+pub struct Batch {
+    /// `[1]` (i64): B, from the shape of `pixel_values`.
+    size: String,
+    /// `[B, 1, 1, N]`: added to every head's scores.
+    key_bias: String,
+}
+
+impl Batch {
+    /// `x` `[1, width]` repeated for every line: `[B, 1, width]`.
+    fn broadcast(&self, g: &mut GraphBuilder, x: &str, width: usize) -> String {
+        let rest = g.ints(&[1, width as i64]);
+        let shape = g.concat(&[&self.size, &rest], 0);
+        g.node("Expand", &[x, &shape], vec![])
+    }
+}
+
+/// Multi-head self-attention of block `i` over all N tokens of the image (of each line, in
+/// a batch).
 fn attention(
     cx: &mut Ctx,
     v: &VisionConfig,
@@ -55,22 +90,21 @@ fn attention(
     x: &str,
     cos: &str,
     sin: &str,
+    batch: Option<&Batch>,
 ) -> Result<String> {
     let (d, heads, hd) = (v.hidden_size, v.num_heads, v.head_dim());
     let p = format!("visual.blocks.{i}.attn");
     cx.g.set_scope(&p);
     let qkv = cx.linear(x, &format!("{p}.qkv"), d, 3 * d, true)?;
+    if let Some(b) = batch {
+        let o = batched_attention(&mut cx.g, &qkv, (d, heads, hd), cos, sin, b);
+        return cx.linear(&o, &format!("{p}.proj"), d, d, true);
+    }
     let g = &mut cx.g;
     // [N, 3D] -> [N, 3, heads, hd] -> [3, heads, N, hd]: rows q, then k, then v.
     let qkv = g.reshape(&qkv, &[0, 3, heads as i64, hd as i64]);
     let qkv = g.transpose(&qkv, &[1, 2, 0, 3]);
-    let mut qkv_parts = [0, 1, 2].map(|j| {
-        let idx = g.int_scalar(j);
-        g.gather(&qkv, &idx, 0)
-    });
-    qkv_parts[0] = rope(g, &qkv_parts[0], cos, sin, hd);
-    qkv_parts[1] = rope(g, &qkv_parts[1], cos, sin, hd);
-    let [q, k, val] = qkv_parts;
+    let [q, k, val] = split_rope(g, &qkv, cos, sin, hd);
     let kt = g.transpose(&k, &[0, 2, 1]);
     let scores = g.matmul(&q, &kt);
     let scores = g.scale(&scores, 1.0 / (hd as f32).sqrt());
@@ -79,6 +113,42 @@ fn attention(
     let o = g.transpose(&o, &[1, 0, 2]);
     let o = g.reshape(&o, &[0, d as i64]);
     cx.linear(&o, &format!("{p}.proj"), d, d, true)
+}
+
+/// q, k and v from the projection laid out `[3, ..]`, rotary applied to q and k.
+fn split_rope(g: &mut GraphBuilder, qkv: &str, cos: &str, sin: &str, hd: usize) -> [String; 3] {
+    let [q, k, v] = [0, 1, 2].map(|j| {
+        let idx = g.int_scalar(j);
+        g.gather(qkv, &idx, 0)
+    });
+    let q = rope(g, &q, cos, sin, hd);
+    let k = rope(g, &k, cos, sin, hd);
+    [q, k, v]
+}
+
+/// [`attention`] after the qkv projection, for `[B, N, 3D]`: the same products per line,
+/// with the key bias added to the scores before the softmax (0 on a line's own keys, so
+/// its scores are unchanged; -inf on the padding, whose weights become exact zeros).
+fn batched_attention(
+    g: &mut GraphBuilder,
+    qkv: &str,
+    (d, heads, hd): (usize, usize, usize),
+    cos: &str,
+    sin: &str,
+    b: &Batch,
+) -> String {
+    // [B, N, 3D] -> [B, N, 3, heads, hd] -> [3, B, heads, N, hd].
+    let qkv = g.reshape(qkv, &[0, 0, 3, heads as i64, hd as i64]);
+    let qkv = g.transpose(&qkv, &[2, 0, 3, 1, 4]);
+    let [q, k, val] = split_rope(g, &qkv, cos, sin, hd);
+    let kt = g.transpose(&k, &[0, 1, 3, 2]);
+    let scores = g.matmul(&q, &kt);
+    let scores = g.scale(&scores, 1.0 / (hd as f32).sqrt());
+    let scores = g.add(&scores, &b.key_bias);
+    let probs = g.softmax(&scores, -1);
+    let o = g.matmul(&probs, &val); // [B, heads, N, hd]
+    let o = g.transpose(&o, &[0, 2, 1, 3]);
+    g.reshape(&o, &[0, 0, d as i64])
 }
 
 /// fc1 -> exact GELU -> fc2 of block `i`.
@@ -103,12 +173,13 @@ fn mlp(cx: &mut Ctx, v: &VisionConfig, i: usize, x: &str) -> Result<String> {
 }
 
 /// The encoder: `pixel_values` [P, patch_dim] and `patch_pos` [P, 2] -> the image's
-/// states [P + 1, D], class token first.
+/// states [P + 1, D], class token first (with a `batch`: `[B, P, ..]` -> `[B, P + 1, D]`).
 pub fn encoder(
     cx: &mut Ctx,
     v: &VisionConfig,
     pixel_values: &str,
     patch_pos: &str,
+    batch: Option<&Batch>,
 ) -> Result<String> {
     let d = v.hidden_size;
     let eps = v.layer_norm_eps;
@@ -131,15 +202,21 @@ pub fn encoder(
     cx.g.set_scope("visual");
     let cls =
         cx.w.vector(&mut cx.g, "visual.class_embedding", &[d], &[1, d])?;
-    let x = cx.g.concat(&[&cls, &patches], 0); // [N = P + 1, D]
-    let (cos, sin) = rotary(cx, v, patch_pos)?;
+    let x = match batch {
+        None => cx.g.concat(&[&cls, &patches], 0), // [N = P + 1, D]
+        Some(b) => {
+            let cls = b.broadcast(&mut cx.g, &cls, d);
+            cx.g.concat(&[&cls, &patches], 1) // [B, N, D]
+        }
+    };
+    let (cos, sin) = rotary(cx, v, patch_pos, batch)?;
     cx.g.set_scope("visual.pre_layernorm");
     let mut x = cx.layer_norm(&x, "visual.pre_layernorm", d, eps)?;
 
     for i in 0..v.depth {
         cx.g.set_scope(format!("visual.blocks.{i}"));
         let h = cx.layer_norm(&x, &format!("visual.blocks.{i}.norm1"), d, eps)?;
-        let h = attention(cx, v, i, &h, &cos, &sin)?;
+        let h = attention(cx, v, i, &h, &cos, &sin, batch)?;
         x = cx.g.add(&x, &h);
         cx.g.set_scope(format!("visual.blocks.{i}"));
         let h = cx.layer_norm(&x, &format!("visual.blocks.{i}.norm2"), d, eps)?;
@@ -159,7 +236,6 @@ pub fn encoder(
 /// carries over from earlier images (`carry` [C, D], the tail of their `vision_states`)
 /// and the rows of `carry ++ states` to keep (`window_index` [P]); see docs/BUNDLE.md.
 pub fn build(cx: &mut Ctx, cfg: &ove_core::ModelConfig) -> Result<()> {
-    use crate::graph::Dim;
     let v = &cfg.vision_config;
     let d = v.hidden_size;
     let g: &mut GraphBuilder = &mut cx.g;
@@ -171,7 +247,7 @@ pub fn build(cx: &mut Ctx, cfg: &ove_core::ModelConfig) -> Result<()> {
     let pos = g.input(io::PATCH_POS, data_type::INT64, &[Dim::sym("P"), 2.into()]);
     let carry = g.input(io::CARRY, data_type::FLOAT, &[Dim::sym("C"), d.into()]);
     let window_index = g.input(io::WINDOW_INDEX, data_type::INT64, &[Dim::sym("P")]);
-    let states = encoder(cx, v, &pix, &pos)?;
+    let states = encoder(cx, v, &pix, &pos, None)?;
     cx.g.set_scope("visual");
     let rows = cx.g.concat(&[&carry, &states], 0);
     let tokens = cx.g.gather(&rows, &window_index, 0);
@@ -198,6 +274,47 @@ pub fn build(cx: &mut Ctx, cfg: &ove_core::ModelConfig) -> Result<()> {
         io::VISION_STATES,
         data_type::FLOAT,
         &[Dim::sym("P+1"), d.into()],
+    );
+    Ok(())
+}
+
+/// Builds `lines.onnx`: the encoder over a batch of line crops (`pixel_values`
+/// `[B, P, patch_dim]`, `patch_pos` `[B, P, 2]`, `key_bias` `[B, 1 + P]`), giving each
+/// line's rows without its class token (`line_tokens` `[B, P, D]`). No carry and no merger:
+/// a line is the only image of its reading, and the CTC head reads the encoder's rows.
+pub fn build_lines(cx: &mut Ctx, cfg: &ove_core::ModelConfig) -> Result<()> {
+    let v = &cfg.vision_config;
+    let d = v.hidden_size;
+    let g: &mut GraphBuilder = &mut cx.g;
+    let (b, p) = (Dim::sym("B"), Dim::sym("P"));
+    let pix = g.input(
+        io::PIXEL_VALUES,
+        data_type::FLOAT,
+        &[b.clone(), p.clone(), v.patch_dim().into()],
+    );
+    let pos = g.input(
+        io::PATCH_POS,
+        data_type::INT64,
+        &[b.clone(), p.clone(), 2.into()],
+    );
+    let bias = g.input(
+        io::KEY_BIAS,
+        data_type::FLOAT,
+        &[b.clone(), Dim::sym("1+P")],
+    );
+    let shape = g.node("Shape", &[&pix], vec![]);
+    let batch = Batch {
+        size: g.slice(&shape, 0, 0, 1),
+        key_bias: g.unsqueeze(&bias, &[1, 2]),
+    };
+    let states = encoder(cx, v, &pix, &pos, Some(&batch))?;
+    cx.g.set_scope("visual");
+    let tokens = cx.g.slice(&states, 1, 1, i64::MAX);
+    cx.g.output(
+        &tokens,
+        io::LINE_TOKENS,
+        data_type::FLOAT,
+        &[b, p, d.into()],
     );
     Ok(())
 }

@@ -64,6 +64,8 @@ pub struct Bundle {
     manifest: Manifest,
     vision: GraphInfo,
     decoder: GraphInfo,
+    /// The batched line encoder, when the bundle has one (`graphs.lines`).
+    lines: Option<GraphInfo>,
 }
 
 impl Bundle {
@@ -93,11 +95,20 @@ impl Bundle {
         let decoder = read_graph(dir, &manifest, &manifest.graphs.decoder)?;
         check_vision_io(&vision, &manifest)?;
         check_decoder_io(&decoder, &manifest)?;
+        let lines = match &manifest.graphs.lines {
+            Some(rel) => {
+                let g = read_graph(dir, &manifest, rel)?;
+                check_lines_io(&g, &manifest)?;
+                Some(g)
+            }
+            None => None,
+        };
         Ok(Self {
             dir: dir.to_path_buf(),
             manifest,
             vision,
             decoder,
+            lines,
         })
     }
 
@@ -112,6 +123,9 @@ impl Bundle {
     }
     pub fn decoder(&self) -> &GraphInfo {
         &self.decoder
+    }
+    pub fn lines(&self) -> Option<&GraphInfo> {
+        self.lines.as_ref()
     }
 
     /// Path of a bundle-relative file, refusing anything outside the bundle.
@@ -390,6 +404,32 @@ fn check_vision_io(g: &GraphInfo, m: &Manifest) -> Result<()> {
         &[None, Some(h)],
     )?;
     Ok(())
+}
+
+fn check_lines_io(g: &GraphInfo, m: &Manifest) -> Result<()> {
+    let v = &m.model.vision_config;
+    expect_io(
+        g,
+        false,
+        io::PIXEL_VALUES,
+        data_type::FLOAT,
+        &[None, None, Some(v.patch_dim())],
+    )?;
+    expect_io(
+        g,
+        false,
+        io::PATCH_POS,
+        data_type::INT64,
+        &[None, None, Some(2)],
+    )?;
+    expect_io(g, false, io::KEY_BIAS, data_type::FLOAT, &[None, None])?;
+    expect_io(
+        g,
+        true,
+        io::LINE_TOKENS,
+        data_type::FLOAT,
+        &[None, None, Some(v.hidden_size)],
+    )
 }
 
 fn check_decoder_io(g: &GraphInfo, m: &Manifest) -> Result<()> {

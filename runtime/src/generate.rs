@@ -14,7 +14,7 @@ use ove_core::manifest::Manifest;
 use ove_core::preprocess::{self, DecodeOptions, Preprocessed};
 
 use crate::backend::{
-    self, Backend, BackendKind, BackendOptions, DecoderInputs, Dims, VisionInputs,
+    self, Backend, BackendKind, BackendOptions, DecoderInputs, Dims, LineBatchInputs, VisionInputs,
 };
 use crate::bundle::{Bundle, Verify};
 use crate::embed::{splice_images, Embeddings};
@@ -364,6 +364,11 @@ impl Model {
             image_embeds: out.image_embeds,
             elapsed,
         })
+    }
+
+    /// Runs lines.onnx on a batch of line crops ([`crate::line_batch`] packs them).
+    pub fn encode_line_batch(&mut self, x: &LineBatchInputs<'_>) -> Result<Vec<f32>> {
+        self.backend.lines(x)
     }
 
     /// Encodes the images of one prompt, in prompt order.

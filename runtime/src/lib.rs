@@ -14,6 +14,7 @@
 //! - [`gen_config`]: generation_config.json as the defaults, and the caller's overrides;
 //! - [`generate`]: [`Model`]: images, prefill, generation with streaming;
 //! - [`layout`]: text lines of a page image, in reading order (no model);
+//! - [`line_batch`]: a page's line crops encoded in batches (`lines.onnx`);
 //! - [`read`]: reading a page: whole, or line by line after the layout;
 //! - [`trace`]: golden cases through a bundle (`ove trace`);
 //! - [`compare`]: logits metrics between two runs (max |diff|, top-1 agreement, KL);
@@ -43,6 +44,7 @@ pub mod gen_config;
 pub mod generate;
 pub mod kv;
 pub mod layout;
+pub mod line_batch;
 pub mod mask;
 pub mod pages;
 pub mod providers;

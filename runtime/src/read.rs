@@ -4,7 +4,9 @@
 //!
 //! A line crop is read by the decoder (each line in its own conversation) or, when the
 //! bundle carries one, by the CTC head on the vision encoder ([`ove_core::ctc`]: no decoder
-//! step at all). Either way a line's text does not depend on the other lines.
+//! step at all). The CTC reader encodes a page's crops in batches ([`crate::line_batch`],
+//! one `lines.onnx` call for up to [`MAX_LINE_BATCH`] lines). Either way a line's text does
+//! not depend on the other lines.
 
 use std::ops::ControlFlow;
 
@@ -19,6 +21,8 @@ use serde::Serialize;
 
 use crate::generate::{EncodedImage, GenerateOptions, Generation, Model};
 use crate::layout::{find_lines, LayoutOptions};
+use crate::line_batch::encode_lines;
+pub use crate::line_batch::{MAX_LINE_BATCH, MAX_LINE_PATCHES};
 
 /// One line of a page and what the model read in it.
 #[derive(Debug, Clone, Serialize)]
@@ -82,20 +86,58 @@ pub fn read_line_ctc(model: &mut Model, crop: &RgbImage) -> Result<String> {
         .to_string())
 }
 
+/// Reads line crops with the bundle's CTC head, `batch` crops per encoder call (see
+/// [`encode_lines`]); the texts come back in the order of `crops`.
+pub fn read_lines_ctc(
+    model: &mut Model,
+    crops: impl IntoIterator<Item = RgbImage>,
+    batch: usize,
+) -> Result<Vec<String>> {
+    let cfg = &model.manifest().preprocessor;
+    let pre = crops
+        .into_iter()
+        .enumerate()
+        .map(|(i, crop)| {
+            preprocess(&crop, cfg).with_context(|| format!("preprocessing line crop {}", i + 1))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let tokens = encode_lines(model, &pre, batch)?;
+    let merge = model.manifest().model.vision_config.spatial_merge_size;
+    let head = model
+        .ctc_head()
+        .context("the bundle carries no CTC head (export with --ctc-head)")?;
+    pre.iter()
+        .zip(&tokens)
+        .enumerate()
+        .map(|(i, (p, t))| {
+            Ok(head
+                .read(t, p.grid_thw, merge)
+                .with_context(|| format!("line {}", i + 1))?
+                .trim()
+                .to_string())
+        })
+        .collect()
+}
+
 /// How a page is read: whole or line by line, and what reads a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadMode {
     pub layout: PageReading,
     pub reader: LineReader,
+    /// Line crops encoded per call by the CTC reader (1: one by one through vision.onnx;
+    /// more needs the bundle's lines.onnx, else lines go one by one).
+    pub batch: usize,
 }
 
 impl ReadMode {
-    /// What the bundle's manifest says its model reads best.
+    /// What the bundle's manifest says its model reads best, lines in batches of
+    /// [`MAX_LINE_BATCH`].
     pub fn of(model: &Model) -> Self {
         let r = model.manifest().reading;
         Self {
             layout: r.layout,
             reader: r.reader,
+            batch: MAX_LINE_BATCH,
         }
     }
 }
@@ -109,8 +151,8 @@ pub fn read_page(
     mode: ReadMode,
     opts: &GenerateOptions,
 ) -> Result<PageText> {
-    let (mode, reader) = (mode.layout, mode.reader);
-    if mode == PageReading::Page {
+    let (layout_mode, reader) = (mode.layout, mode.reader);
+    if layout_mode == PageReading::Page {
         let (text, g) = read_image(model, prompt, instruction, page, opts)?;
         return Ok(PageText {
             text,
@@ -120,26 +162,34 @@ pub fn read_page(
     }
     let line_height = model.manifest().reading.line_height;
     let layout = find_lines(page, &LayoutOptions::default());
-    let mut lines = Vec::with_capacity(layout.lines.len());
+    let crops = layout
+        .lines
+        .iter()
+        .map(|line| line_crop(page, line.bbox, line_height));
     let mut generated_tokens = 0;
-    for (i, line) in layout.lines.iter().enumerate() {
-        let crop = line_crop(page, line.bbox, line_height);
-        let context = || format!("line {} at {:?}", i + 1, line.bbox);
-        let text = match reader {
-            LineReader::Ctc => read_line_ctc(model, &crop).with_context(context)?,
-            LineReader::Decoder => {
-                let (text, g) =
-                    read_image(model, prompt, instruction, &crop, opts).with_context(context)?;
+    let texts: Vec<String> = match reader {
+        LineReader::Ctc => read_lines_ctc(model, crops, mode.batch)?,
+        LineReader::Decoder => crops
+            .zip(&layout.lines)
+            .enumerate()
+            .map(|(i, (crop, line))| {
+                let (text, g) = read_image(model, prompt, instruction, &crop, opts)
+                    .with_context(|| format!("line {} at {:?}", i + 1, line.bbox))?;
                 generated_tokens += g.tokens.len();
-                text
-            }
-        };
-        lines.push(LineText {
+                Ok(text)
+            })
+            .collect::<Result<_>>()?,
+    };
+    let lines: Vec<LineText> = layout
+        .lines
+        .iter()
+        .zip(texts)
+        .map(|(line, text)| LineText {
             bbox: line.bbox,
             block: line.block,
             text,
-        });
-    }
+        })
+        .collect();
     let text = lines
         .iter()
         .map(|l| l.text.as_str())

@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 
 use ove_core::ctc::{CtcHead as CoreHead, CTC_HEAD_FILE};
 use ove_core::manifest::{LineReader, PageReading, Reading};
+use ove_core::preprocess::preprocess;
 use ove_core::preprocess::{line_crop, load_rgb, DecodeOptions};
 use ove_docgen::dataset::{write_set, Degradation, Options};
 use ove_docgen::generate::Kind;
 use ove_exporter::{export, ExportOptions};
-use ove_runtime::read::{encode_rgb, read_line_ctc};
+use ove_runtime::line_batch::encode_lines;
+use ove_runtime::read::{encode_rgb, read_line_ctc, read_lines_ctc, MAX_LINE_BATCH};
 use ove_runtime::{BackendChoice, BackendOptions, LoadOptions, Model};
 use ove_train::ctc::HeadStore;
 use ove_train::recipe::{collect_texts, save_tokenizer, train_tokenizer};
@@ -144,11 +146,15 @@ fn ctc_training_export_and_runtime_agree() {
     assert!(format!("{err:#}").contains("--ctc-head"), "{err:#}");
     eo.ctc_head = true;
     let report = export(&eo).unwrap_or_else(|e| panic!("export: {e:#}"));
-    assert_eq!(report.manifest.schema_version, 2);
+    // The head comes with the batched line encoder (schema 3), which stores no weight of
+    // its own: its initializers point into vision.onnx.data.
+    assert_eq!(report.manifest.schema_version, 3);
     assert_eq!(
         report.manifest.graphs.ctc_head.as_deref(),
         Some(CTC_HEAD_FILE)
     );
+    assert_eq!(report.manifest.graphs.lines.as_deref(), Some("lines.onnx"));
+    assert!(!bundle.join("lines.onnx.data").exists());
 
     // The trainer's reading of the lines (no jitter).
     let heads = HeadStore::open_or_new(&ckpt, Device::Cpu, 32, 2, 4).unwrap();
@@ -188,6 +194,7 @@ fn ctc_training_export_and_runtime_agree() {
     assert!(model.ctc_head().is_some());
     let flat: Vec<f32> = Vec::try_from(&tokens.reshape([-1])).unwrap();
     let mut at = 0;
+    let mut crops = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let page = load_rgb(&item.image, &DecodeOptions::default()).unwrap();
         let crop = line_crop(&page, item.bbox, Some(20));
@@ -216,5 +223,39 @@ fn ctc_training_export_and_runtime_agree() {
             "line {i}: {:?} trainer {:?} runtime {read:?}",
             item.text, trained[i]
         );
+        crops.push((crop, enc.vision_tokens));
     }
+
+    // All lines in one lines.onnx call read as they do one by one through vision.onnx.
+    assert!(model.bundle().lines().is_some());
+    let pre: Vec<_> = crops
+        .iter()
+        .map(|(c, _)| preprocess(c, &model.manifest().preprocessor).unwrap())
+        .collect();
+    // One batch, and one that pads: the lines differ in length.
+    assert!(
+        pre.len() > 1 && pre.len() <= MAX_LINE_BATCH,
+        "{} lines",
+        pre.len()
+    );
+    let lengths: std::collections::BTreeSet<usize> = pre.iter().map(|p| p.num_patches()).collect();
+    assert!(
+        lengths.len() > 1,
+        "every line has {lengths:?} patches: nothing is padded"
+    );
+    let batched = encode_lines(&mut model, &pre, MAX_LINE_BATCH).unwrap();
+    for (i, ((_, alone), b)) in crops.iter().zip(&batched).enumerate() {
+        assert_eq!(alone.len(), b.len(), "line {i}");
+        let diff = alone
+            .iter()
+            .zip(b)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-4, "line {i}: batched tokens differ by {diff}");
+    }
+    let images: Vec<_> = crops.iter().map(|(c, _)| c.clone()).collect();
+    assert_eq!(
+        read_lines_ctc(&mut model, images.clone(), MAX_LINE_BATCH).unwrap(),
+        read_lines_ctc(&mut model, images, 1).unwrap()
+    );
 }

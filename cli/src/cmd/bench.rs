@@ -65,8 +65,9 @@ pub struct Args {
 
     /// Time reading this page image as `ove ocr` reads it with the bundle's own reading
     /// mode (layout, line crops at the bundle's line height, its line reader; or the whole
-    /// page): seconds per page and lines per second, median over --page-runs runs. Lines
-    /// are read one by one (the runtime has no batched line reading yet).
+    /// page): seconds per page and lines per second, median over --page-runs runs. With the
+    /// CTC reader, lines in batches (lines.onnx) and one by one, in alternating runs, and
+    /// whether both read the same text.
     #[arg(long, value_name = "IMAGE", conflicts_with_all = ["image", "layout"])]
     pub page: Option<PathBuf>,
 
@@ -155,15 +156,39 @@ struct PageBench {
     reader: ove_core::manifest::LineReader,
     lines: usize,
     runs: usize,
-    median_s: f64,
-    best_s: f64,
-    /// Lines read per second at the median (0 for a page read whole).
-    lines_per_s: f64,
+    /// The page read as `ove ocr` reads it (lines in batches when the reader and the
+    /// bundle allow).
+    batched: PageTiming,
+    /// The same lines one by one through vision.onnx (CTC reader only).
+    one_by_one: Option<PageTiming>,
+    /// Whether the one-by-one reading gave the batched reading's text.
+    same_text: Option<bool>,
     /// One timed run of the layout stage alone on the page (it is part of every read).
     layout_ms: f64,
 }
 
+#[derive(serde::Serialize)]
+struct PageTiming {
+    /// Lines per encoder call (1: one by one).
+    batch: usize,
+    median_s: f64,
+    best_s: f64,
+    /// Lines read per second at the median (0 for a page read whole).
+    lines_per_s: f64,
+}
+
+impl std::fmt::Display for PageTiming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "batch {:>2}: median {:.3} s/page, best {:.3} s, {:.1} lines/s",
+            self.batch, self.median_s, self.best_s, self.lines_per_s
+        )
+    }
+}
+
 fn bench_page(args: &Args, path: &std::path::Path) -> Result<ExitCode> {
+    use ove_core::manifest::{LineReader, PageReading};
     use ove_core::prompt::DEFAULT_SYSTEM;
     use ove_runtime::layout::{find_lines, LayoutOptions};
     use ove_runtime::read::{read_page, ReadMode};
@@ -179,49 +204,74 @@ fn bench_page(args: &Args, path: &std::path::Path) -> Result<ExitCode> {
     };
     let instruction = super::ocr::DEFAULT_OCR_PROMPT;
     let spinner = super::run::spinner("benchmarking a page".into());
-    let mut read = || read_page(&mut model, &prompt, instruction, &page, mode, &opts);
-    let first = read()?;
-    let mut secs = Vec::with_capacity(args.page_runs.max(1));
-    for _ in 0..args.page_runs.max(1) {
-        let t = std::time::Instant::now();
-        std::hint::black_box(read()?);
-        secs.push(t.elapsed().as_secs_f64());
+    // Batches exist only for the CTC reader on a bundle with lines.onnx; otherwise the
+    // lines go one by one and there is nothing to compare.
+    let ctc_lines = mode.layout == PageReading::Lines
+        && mode.reader == LineReader::Ctc
+        && model.bundle().lines().is_some();
+    let modes: Vec<ReadMode> = if ctc_lines {
+        vec![mode, ReadMode { batch: 1, ..mode }]
+    } else {
+        vec![mode]
+    };
+    let mut read = |m: ReadMode| read_page(&mut model, &prompt, instruction, &page, m, &opts);
+    // One untimed read of each, then the timed runs alternate between them.
+    let firsts = modes.iter().map(|&m| read(m)).collect::<Result<Vec<_>>>()?;
+    let runs = args.page_runs.max(1);
+    let mut secs = vec![Vec::with_capacity(runs); modes.len()];
+    for _ in 0..runs {
+        for (m, s) in modes.iter().zip(&mut secs) {
+            let t = std::time::Instant::now();
+            std::hint::black_box(read(*m)?);
+            s.push(t.elapsed().as_secs_f64());
+        }
     }
     let t = std::time::Instant::now();
     std::hint::black_box(find_lines(&page, &LayoutOptions::default()));
     let layout_ms = t.elapsed().as_secs_f64() * 1e3;
     spinner.finish_and_clear();
-    secs.sort_by(f64::total_cmp);
-    let median_s = secs[secs.len() / 2];
+    let lines = firsts[0].lines.len();
+    let mut timings = modes.iter().zip(secs).map(|(m, mut s)| {
+        s.sort_by(f64::total_cmp);
+        let median_s = s[s.len() / 2];
+        PageTiming {
+            batch: if ctc_lines { m.batch } else { 1 },
+            median_s,
+            best_s: s[0],
+            lines_per_s: lines as f64 / median_s,
+        }
+    });
     let r = PageBench {
         image: path.display().to_string(),
         backend: model.backend_kind().to_string(),
         layout: mode.layout,
         reader: mode.reader,
-        lines: first.lines.len(),
-        runs: secs.len(),
-        median_s,
-        best_s: secs[0],
-        lines_per_s: first.lines.len() as f64 / median_s,
+        lines,
+        runs,
+        batched: timings.next().expect("one mode at least"),
+        one_by_one: timings.next(),
+        same_text: firsts.get(1).map(|one| one.text == firsts[0].text),
         layout_ms,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         println!(
-            "page {} ({} lines, layout {:?}, reader {:?}, {}): median {:.3} s/page, best {:.3} s, \
-             {:.1} lines/s, layout {:.1} ms, over {} runs",
-            r.image,
-            r.lines,
-            r.layout,
-            r.reader,
-            r.backend,
-            r.median_s,
-            r.best_s,
-            r.lines_per_s,
-            r.layout_ms,
-            r.runs
+            "page {} ({} lines, layout {:?}, reader {:?}, {}), over {} runs; layout {:.1} ms",
+            r.image, r.lines, r.layout, r.reader, r.backend, r.runs, r.layout_ms
         );
+        println!("  {}", r.batched);
+        if let Some(one) = &r.one_by_one {
+            println!(
+                "  {one} ({:.2}x the batched time; same text: {})",
+                one.median_s / r.batched.median_s,
+                if r.same_text == Some(true) {
+                    "yes"
+                } else {
+                    "NO"
+                }
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

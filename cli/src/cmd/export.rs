@@ -41,7 +41,9 @@ pub struct Args {
     #[arg(long, value_name = "PX", value_parser = clap::value_parser!(u32).range(4..=512))]
     pub line_height: Option<u32>,
     /// Carry the checkpoint's CTC line-reader head (ctc_head.safetensors, written by
-    /// `ove-train ctc`) into the bundle. It is a training-time module, left out by default.
+    /// `ove-train ctc`) into the bundle, with lines.onnx (the vision encoder over a batch of
+    /// line crops, sharing vision.onnx's weights; schema version 3). It is a training-time
+    /// module, left out by default.
     #[arg(long)]
     pub ctc_head: bool,
     /// With --reads lines: what reads each line crop: `decoder` (the model's own

@@ -52,6 +52,12 @@ pub struct ReadArgs {
     /// What reads each line crop when reading line by line.
     #[arg(long, value_enum, default_value_t = ReaderArg::Auto)]
     pub reader: ReaderArg,
+
+    /// Line crops the CTC reader encodes per call (1: one by one). Batches need the
+    /// bundle's lines.onnx (written with --ctc-head); each line attends only to itself, so
+    /// they read as one by one does, up to rounding.
+    #[arg(long, value_name = "N", default_value_t = ove_runtime::read::MAX_LINE_BATCH)]
+    pub line_batch: usize,
 }
 
 impl ReadArgs {
@@ -69,7 +75,12 @@ impl ReadArgs {
                 ReaderArg::Decoder => LineReader::Decoder,
                 ReaderArg::Ctc => LineReader::Ctc,
             },
+            batch: self.line_batch,
         };
+        let most = ove_runtime::read::MAX_LINE_BATCH;
+        if !(1..=most).contains(&mode.batch) {
+            anyhow::bail!("--line-batch {}: give 1 (one by one) to {most}", mode.batch);
+        }
         if mode.reader == LineReader::Ctc && model.ctc_head().is_none() {
             anyhow::bail!(
                 "--reader ctc: the bundle {} carries no CTC head (export with --ctc-head)",

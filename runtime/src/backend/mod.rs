@@ -172,6 +172,44 @@ pub struct VisionOutput {
     pub vision_states: Vec<f32>,
 }
 
+/// The inputs of one lines.onnx call: `batch` line crops of `patches` patches each (the
+/// longest line's count; shorter lines padded, their padding masked by `key_bias`).
+#[derive(Debug, Clone, Copy)]
+pub struct LineBatchInputs<'a> {
+    pub batch: usize,
+    pub patches: usize,
+    /// `[B, P, 588]`.
+    pub pixel_values: &'a [f32],
+    /// `[B, P, 2]`.
+    pub patch_pos: &'a [i64],
+    /// `[B, 1 + P]`: 0 for the class token and a line's own patches, -inf for padding.
+    pub key_bias: &'a [f32],
+}
+
+impl LineBatchInputs<'_> {
+    /// Checks every length against `batch`, `patches` and the bundle's dims.
+    pub fn check(&self, dims: &Dims) -> Result<()> {
+        let (b, p) = (self.batch, self.patches);
+        if b == 0 || p == 0 {
+            bail!("a line batch needs at least one line of one patch (got {b} x {p})");
+        }
+        for (what, len, want) in [
+            (
+                "pixel_values",
+                self.pixel_values.len(),
+                b * p * dims.patch_dim,
+            ),
+            ("patch_pos", self.patch_pos.len(), b * p * 2),
+            ("key_bias", self.key_bias.len(), b * (p + 1)),
+        ] {
+            if len != want {
+                bail!("{what} has {len} values, expected {want} for {b} lines of {p} patches");
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The non-cache inputs of one decoder.onnx call (`S` new tokens after `K` cached).
 #[derive(Debug, Clone, Copy)]
 pub struct DecoderInputs<'a> {
@@ -231,6 +269,11 @@ pub trait Backend: Send {
 
     /// Runs vision.onnx on one image.
     fn vision(&mut self, inputs: &VisionInputs<'_>) -> Result<VisionOutput>;
+
+    /// Runs lines.onnx on a batch of line crops: `[B, P, D]`, every line's encoder rows
+    /// (padding rows included; the caller keeps each line's own). Only for bundles that
+    /// have the graph ([`Bundle::lines`]).
+    fn lines(&mut self, inputs: &LineBatchInputs<'_>) -> Result<Vec<f32>>;
 
     /// Runs decoder.onnx on the new tokens, reading and extending `cache`; returns the
     /// logits `[L, V]` of the rows named by `logits_index`. On error the cache is unchanged.

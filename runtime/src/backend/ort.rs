@@ -38,7 +38,7 @@ use ort::value::{DynValue, Tensor, TensorRef};
 
 use super::{
     check_present, check_vision, check_vision_inputs, Backend, BackendKind, BackendOptions,
-    DecoderInputs, Dims, OrtOptimization, VisionInputs, VisionOutput,
+    DecoderInputs, Dims, LineBatchInputs, OrtOptimization, VisionInputs, VisionOutput,
 };
 use crate::bundle::Bundle;
 use crate::kv::{tensor_names, KvCache, KvStore};
@@ -440,6 +440,33 @@ fn describe_providers(vision: &[Provider], decoder: &[Provider]) -> String {
     }
 }
 
+/// A session made on first use.
+enum LazySession {
+    Pending(Box<PendingSession>),
+    Ready(Session),
+}
+
+/// What making the session takes.
+struct PendingSession {
+    env: Environment,
+    path: PathBuf,
+    opts: BackendOptions,
+    plan: GraphPlan,
+}
+
+impl LazySession {
+    fn get(&mut self) -> Result<&mut Session> {
+        if let LazySession::Pending(p) = self {
+            let (s, _) = session(&p.env, &p.path, &p.opts, &p.plan)?;
+            *self = LazySession::Ready(s);
+        }
+        match self {
+            LazySession::Ready(s) => Ok(s),
+            LazySession::Pending { .. } => unreachable!("made just above"),
+        }
+    }
+}
+
 /// ONNX Runtime on a bundle: one session per graph, reused across calls.
 pub struct OrtBackend {
     dims: Dims,
@@ -450,6 +477,10 @@ pub struct OrtBackend {
     threads: Option<usize>,
     vision: Session,
     decoder: Session,
+    /// lines.onnx, when the bundle has it: its session is made on the first line batch,
+    /// so `ove run` and whole-page reading never hold its second copy of the vision weights
+    /// (or build its TensorRT engine).
+    lines: Option<LazySession>,
     past: Vec<String>,
     present: Vec<String>,
 }
@@ -471,6 +502,14 @@ impl OrtBackend {
             session(&env, &bundle.vision().path, opts, &plan(Graph::Vision))?;
         let (decoder, decoder_providers) =
             session(&env, &bundle.decoder().path, opts, &plan(Graph::Decoder))?;
+        let lines = bundle.lines().map(|g| {
+            LazySession::Pending(Box::new(PendingSession {
+                env: env.clone(),
+                path: g.path.clone(),
+                opts: opts.clone(),
+                plan: plan(Graph::Lines),
+            }))
+        });
         let (past, present) = tensor_names(dims.kv.layers);
         Ok(Self {
             dims,
@@ -480,6 +519,7 @@ impl OrtBackend {
             threads: opts.threads,
             vision,
             decoder,
+            lines,
             past,
             present,
         })
@@ -550,6 +590,31 @@ impl Backend for OrtBackend {
         };
         check_vision(&result, &self.dims, p)?;
         Ok(result)
+    }
+
+    fn lines(&mut self, x: &LineBatchInputs<'_>) -> Result<Vec<f32>> {
+        x.check(&self.dims)?;
+        let (b, p) = (x.batch, x.patches);
+        let Some(lazy) = self.lines.as_mut() else {
+            bail!("this bundle has no lines.onnx (re-export it with --ctc-head)");
+        };
+        let session = lazy.get()?;
+        let inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = vec![
+            (
+                io::PIXEL_VALUES.into(),
+                view(vec![b, p, self.dims.patch_dim], x.pixel_values)?,
+            ),
+            (io::PATCH_POS.into(), view(vec![b, p, 2], x.patch_pos)?),
+            (io::KEY_BIAS.into(), view(vec![b, p + 1], x.key_bias)?),
+        ];
+        let mut out =
+            ort_err(session.run(inputs)).context("ONNX Runtime failed running lines.onnx")?;
+        let (shape, tokens) = values_f32(&take(&mut out, io::LINE_TOKENS)?, io::LINE_TOKENS)?;
+        let want = [b, p, self.dims.vision_hidden];
+        if shape != want {
+            bail!("lines.onnx output line_tokens has shape {shape:?}, expected {want:?}");
+        }
+        Ok(tokens)
     }
 
     fn decoder(&mut self, x: &DecoderInputs<'_>, cache: &mut KvCache) -> Result<Vec<f32>> {

@@ -13,7 +13,7 @@ use tract_onnx::tract_core::runtime::RunOptions;
 
 use super::{
     check_present, check_vision, check_vision_inputs, Backend, BackendKind, BackendOptions,
-    DecoderInputs, Dims, VisionInputs, VisionOutput,
+    DecoderInputs, Dims, LineBatchInputs, VisionInputs, VisionOutput,
 };
 use crate::bundle::{Bundle, GraphInfo};
 use crate::kv::{tensor_names, KvCache, KvStore};
@@ -108,6 +108,41 @@ fn input_names(model: &InferenceModel) -> Result<Vec<String>> {
         .collect())
 }
 
+/// lines.onnx, before and after its first use: the plan with its input positions (pixel
+/// values, positions, key bias) and output position.
+enum LazyLines {
+    Pending(GraphInfo),
+    Ready(Graph, [usize; 3], usize),
+}
+
+impl LazyLines {
+    fn get(&mut self, dims: &Dims, threads: usize) -> Result<(&Graph, [usize; 3], usize)> {
+        if let LazyLines::Pending(info) = self {
+            let g = Graph::load(info, threads, |sym, name| {
+                let (b, p) = (sym.sym("B").to_dim(), sym.sym("P").to_dim());
+                let fact: InferenceFact = match name {
+                    io::PIXEL_VALUES => f32::fact([b, p, dims.patch_dim.to_dim()]).into(),
+                    io::PATCH_POS => i64::fact([b, p, 2.to_dim()]).into(),
+                    io::KEY_BIAS => f32::fact([b, p + 1]).into(),
+                    _ => return None,
+                };
+                Some(fact)
+            })?;
+            let ins = [
+                g.input_index(io::PIXEL_VALUES)?,
+                g.input_index(io::PATCH_POS)?,
+                g.input_index(io::KEY_BIAS)?,
+            ];
+            let out = g.output_index(io::LINE_TOKENS)?;
+            *self = LazyLines::Ready(g, ins, out);
+        }
+        match self {
+            LazyLines::Ready(g, ins, out) => Ok((g, *ins, *out)),
+            LazyLines::Pending(_) => unreachable!("loaded just above"),
+        }
+    }
+}
+
 /// tract on a bundle: one plan per graph, reused across calls.
 pub struct TractBackend {
     dims: Dims,
@@ -121,6 +156,9 @@ pub struct TractBackend {
     present_out: Vec<usize>,
     vis_in: [usize; 4],
     vis_out: [usize; 3],
+    /// lines.onnx, loaded and optimized on the first line batch (so `ove run` and
+    /// whole-page reading never pay for it).
+    lines: Option<LazyLines>,
     threads: usize,
 }
 
@@ -162,6 +200,7 @@ impl TractBackend {
             };
             Some(fact)
         })?;
+        let lines = bundle.lines().cloned().map(LazyLines::Pending);
         let (past, present) = tensor_names(dims.kv.layers);
         let d = &decoder;
         Ok(Self {
@@ -194,6 +233,7 @@ impl TractBackend {
             dims,
             vision,
             decoder,
+            lines,
             threads,
         })
     }
@@ -245,6 +285,31 @@ impl Backend for TractBackend {
         };
         check_vision(&result, &self.dims, p)?;
         Ok(result)
+    }
+
+    fn lines(&mut self, x: &LineBatchInputs<'_>) -> Result<Vec<f32>> {
+        x.check(&self.dims)?;
+        let (b, p) = (x.batch, x.patches);
+        let Some(lazy) = self.lines.as_mut() else {
+            bail!("this bundle has no lines.onnx (re-export it with --ctc-head)");
+        };
+        let (graph, ins, out) = lazy.get(&self.dims, self.threads)?;
+        let mut inputs: Vec<Option<TValue>> = vec![None; graph.inputs.len()];
+        inputs[ins[0]] = Some(tensor(&[b, p, self.dims.patch_dim], x.pixel_values)?);
+        inputs[ins[1]] = Some(tensor(&[b, p, 2], x.patch_pos)?);
+        inputs[ins[2]] = Some(tensor(&[b, p + 1], x.key_bias)?);
+        let inputs = collect_inputs(inputs, &graph.inputs)?;
+        let result = run(graph, inputs, "lines.onnx")?;
+        let tokens = f32_values(&result[out])?;
+        let want = b * p * self.dims.vision_hidden;
+        if tokens.len() != want {
+            bail!(
+                "lines.onnx output line_tokens has {} values, expected {b} x {p} x {}",
+                tokens.len(),
+                self.dims.vision_hidden
+            );
+        }
+        Ok(tokens)
     }
 
     fn decoder(&mut self, x: &DecoderInputs<'_>, cache: &mut KvCache) -> Result<Vec<f32>> {

@@ -221,6 +221,8 @@ pub fn resolve_settings(
 pub enum Graph {
     Vision,
     Decoder,
+    /// The batched line encoder (`lines.onnx`), when the bundle has one.
+    Lines,
 }
 
 impl fmt::Display for Graph {
@@ -228,6 +230,7 @@ impl fmt::Display for Graph {
         f.write_str(match self {
             Graph::Vision => "vision",
             Graph::Decoder => "decoder",
+            Graph::Lines => "lines",
         })
     }
 }

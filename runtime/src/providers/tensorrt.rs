@@ -14,6 +14,7 @@ use ove_core::graph_io as io;
 use ove_core::manifest::Manifest;
 
 use super::{Graph, ProviderSettings};
+use crate::read::{MAX_LINE_BATCH, MAX_LINE_PATCHES};
 
 /// TensorRT settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -131,6 +132,17 @@ pub fn profile_shapes(m: &Manifest, s: &ProviderSettings, graph: Graph) -> [Stri
                 (io::WINDOW_INDEX.into(), vec![p]),
             ])
         }
+        Graph::Lines => {
+            // Up to a page's worth of lines a call, each as long as one image may be.
+            let b = [1, MAX_LINE_BATCH.div_ceil(2), MAX_LINE_BATCH][i];
+            let longest = l.patches[2].min(MAX_LINE_PATCHES);
+            let p = [l.patches[0], 256.min(longest), longest][i];
+            fmt(vec![
+                (io::PIXEL_VALUES.into(), vec![b, p, v.patch_dim()]),
+                (io::PATCH_POS.into(), vec![b, p, 2]),
+                (io::KEY_BIAS.into(), vec![b, p + 1]),
+            ])
+        }
         Graph::Decoder => {
             let (sq, k) = (l.seq[i], l.past[i]);
             // attention_bias is [S, K+S]; its second dim never exceeds the context.
@@ -220,6 +232,22 @@ mod tests {
             format!("pixel_values:13060x588,patch_pos:13060x2,carry:7x{d},window_index:13060")
         );
         assert!(opt.starts_with("pixel_values:13060x588,"));
+
+        // A line batch: 1..16 lines, each at most MAX_LINE_PATCHES patches long.
+        let [min, opt, max] = profile_shapes(&m, &s, Graph::Lines);
+        assert_eq!(min, "pixel_values:1x4x588,patch_pos:1x4x2,key_bias:1x5");
+        assert_eq!(
+            opt,
+            "pixel_values:8x256x588,patch_pos:8x256x2,key_bias:8x257"
+        );
+        assert_eq!(
+            max,
+            format!(
+                "pixel_values:16x{p}x588,patch_pos:16x{p}x2,key_bias:16x{}",
+                MAX_LINE_PATCHES + 1,
+                p = MAX_LINE_PATCHES
+            )
+        );
 
         let [min, opt, max] = profile_shapes(&m, &s, Graph::Decoder);
         let (h, kvh, hd) = (t.hidden_size, t.num_key_value_heads, t.head_dim());
