@@ -330,6 +330,7 @@ fn fake_bundle(dir: &Path) -> Manifest {
             tokenizer: Some("tokenizer.json".into()),
             ctc_head: None,
             lines: None,
+            decoder_batch: true,
         },
         max_context: 512,
         quantization: Quantization {

@@ -14,7 +14,7 @@ use crate::config::{GenerationConfig, ModelConfig, PreprocessorConfig};
 
 /// The newest schema this build reads; a bundle is written with the oldest version that
 /// carries what it holds ([`Reading::schema_version`]).
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 pub const MANIFEST_FILE: &str = "manifest.json";
 
 #[derive(Debug, thiserror::Error)]
@@ -124,13 +124,21 @@ pub struct Graphs {
     /// `vision.onnx.data`); absent, lines are encoded one by one by `vision.onnx`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lines: Option<String>,
+    /// Whether `decoder.onnx` takes a batch of sequences (schema version 4): a leading
+    /// batch axis `B` on every input and cache tensor, so several sequences (a page's line
+    /// crops, concurrent requests) decode in one call per step. Absent (older bundles): the
+    /// graph takes one sequence and the runtime runs batch rows one at a time.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub decoder_batch: bool,
 }
 
 impl Graphs {
-    /// The oldest schema version that carries these graphs (3 for the batched line
-    /// encoder, which an older runtime would not know to use).
+    /// The oldest schema version that carries these graphs (4 for the batched decoder and
+    /// 3 for the batched line encoder, whose inputs an older runtime would not know).
     pub fn schema_version(&self) -> u32 {
-        if self.lines.is_some() {
+        if self.decoder_batch {
+            4
+        } else if self.lines.is_some() {
             3
         } else {
             1

@@ -358,6 +358,7 @@ fn write_bundle(
         tokenizer,
         ctc_head,
         lines,
+        decoder_batch: true,
     };
     let manifest = Manifest {
         schema_version: opts.reading.schema_version().max(graphs.schema_version()),

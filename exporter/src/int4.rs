@@ -360,10 +360,13 @@ impl LinearEmitter for Int4Linear<'_> {
                 let x = if kp == k {
                     x.to_string()
                 } else {
-                    // Every Linear input of these graphs is [rows, K]: zeros after the
-                    // last column (constant mode, value 0: the defaults).
-                    let pads = g.ints(&[0, 0, 0, (kp - k) as i64]);
-                    g.node("Pad", &[x, &pads], vec![])
+                    // Zeros after the last column of a [.., K] input of any rank (the
+                    // decoder's are [B, S, K], the vision tower's [P, K]): pads over the
+                    // last axis only (Pad's `axes` input, opset 18; constant mode, value
+                    // 0: the defaults).
+                    let pads = g.ints(&[0, (kp - k) as i64]);
+                    let axes = g.ints(&[-1]);
+                    g.node("Pad", &[x, &pads, "", &axes], vec![])
                 };
                 Ok(g.matmul(&x, &deq))
             }

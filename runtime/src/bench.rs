@@ -6,8 +6,10 @@ use std::time::Instant;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::generate::{EncodedImage, LogitRows, Model, DEFAULT_PREFILL_CHUNK};
-use crate::sampling::argmax;
+use crate::generate::{
+    BatchPrompt, EncodedImage, GenerateOptions, LogitRows, Model, DEFAULT_PREFILL_CHUNK,
+};
+use crate::sampling::{argmax, SamplingOptions};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -21,6 +23,9 @@ pub struct BenchOptions {
     /// Timed vision encoder runs (after one untimed warm-up).
     pub vision_runs: usize,
     pub prefill_chunk: Option<usize>,
+    /// Rows of the batched decode measurement: that many text prompts decoded together
+    /// ([`Model::generate_batch`]), timed beside the single sequence. 1: not measured.
+    pub decode_rows: usize,
 }
 
 impl Default for BenchOptions {
@@ -31,6 +36,7 @@ impl Default for BenchOptions {
             decode_tokens: 32,
             vision_runs: 3,
             prefill_chunk: Some(DEFAULT_PREFILL_CHUNK),
+            decode_rows: 1,
         }
     }
 }
@@ -51,8 +57,23 @@ pub struct BenchReport {
     pub decode_tokens: usize,
     pub decode_ms: f64,
     pub decode_tokens_per_s: f64,
+    /// Several sequences decoded together, when asked for (`decode_rows` > 1).
+    pub batch_decode: Option<BatchDecodeReport>,
     /// `VmHWM` of the process (Linux), MiB.
     pub peak_rss_mib: Option<f64>,
+}
+
+/// `rows` text prompts of the benchmark's length decoded together: the decode steps of
+/// all rows over the time of the group's steps (each step one decoder call for all rows;
+/// with an unbatched graph the rows run one after another).
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchDecodeReport {
+    pub rows: usize,
+    /// Rows one decoder call took ([`Model::max_decoder_rows`]).
+    pub rows_per_call: usize,
+    pub tokens: usize,
+    pub ms: f64,
+    pub tokens_per_s: f64,
 }
 
 /// Peak resident set size of this process in bytes (`VmHWM` in /proc/self/status).
@@ -148,6 +169,38 @@ pub fn bench(model: &mut Model, opts: &BenchOptions) -> Result<BenchReport> {
     }
     let decode = t1.elapsed();
 
+    let batch_decode = if opts.decode_rows > 1 && steps > 0 {
+        let text = filler(opts.text_tokens.max(1), model.vocab(), &avoid);
+        let prompts: Vec<BatchPrompt<'_>> = (0..opts.decode_rows)
+            .map(|_| BatchPrompt {
+                ids: &text,
+                images: &[],
+            })
+            .collect();
+        let gen = GenerateOptions {
+            max_new_tokens: steps + 1,
+            stop_at_eos: false,
+            sampling: SamplingOptions::greedy(),
+            prefill_chunk: opts.prefill_chunk,
+        };
+        let gens = model.generate_batch(&prompts, &gen)?;
+        let tokens: usize = gens.iter().map(|g| g.decode_steps).sum();
+        // Groups run one after another; each row reports its group's time.
+        let mut ms_total = 0.0;
+        for group in gens.chunks(model.max_decoder_rows()) {
+            ms_total += ms(group[0].decode_time);
+        }
+        Some(BatchDecodeReport {
+            rows: opts.decode_rows,
+            rows_per_call: model.max_decoder_rows(),
+            tokens,
+            ms: ms_total,
+            tokens_per_s: tokens as f64 / (ms_total / 1e3),
+        })
+    } else {
+        None
+    };
+
     Ok(BenchReport {
         backend: model.backend_kind().to_string(),
         backend_detail: model.describe_backend(),
@@ -166,6 +219,7 @@ pub fn bench(model: &mut Model, opts: &BenchOptions) -> Result<BenchReport> {
         } else {
             steps as f64 / decode.as_secs_f64()
         },
+        batch_decode,
         peak_rss_mib: peak_rss_bytes().map(|b| b as f64 / (1024.0 * 1024.0)),
     })
 }
@@ -202,6 +256,15 @@ impl BenchReport {
                 self.decode_tokens_per_s, self.decode_tokens, self.decode_ms
             ),
         ));
+        if let Some(b) = &self.batch_decode {
+            rows.push((
+                format!("decode x{}", b.rows),
+                format!(
+                    "{:.1} tokens/s ({} tokens in {:.1} ms, {} rows a call)",
+                    b.tokens_per_s, b.tokens, b.ms, b.rows_per_call
+                ),
+            ));
+        }
         rows.push((
             "peak RSS".into(),
             self.peak_rss_mib

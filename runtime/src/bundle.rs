@@ -435,6 +435,11 @@ fn check_lines_io(g: &GraphInfo, m: &Manifest) -> Result<()> {
 fn check_decoder_io(g: &GraphInfo, m: &Manifest) -> Result<()> {
     let t = &m.model.text_config;
     let (h, kvh, hd) = (t.hidden_size, t.num_key_value_heads, t.head_dim());
+    // graphs.decoder_batch: a leading batch axis on every input but logits_index.
+    let lead = |dims: &[Option<usize>]| -> Vec<Option<usize>> {
+        let batch = m.graphs.decoder_batch.then_some(None);
+        batch.into_iter().chain(dims.iter().copied()).collect()
+    };
     expect_io(
         g,
         false,
@@ -442,13 +447,13 @@ fn check_decoder_io(g: &GraphInfo, m: &Manifest) -> Result<()> {
         data_type::FLOAT,
         &[None, Some(h)],
     )?;
-    expect_io(g, false, io::POSITION_IDS, data_type::INT64, &[None])?;
+    expect_io(g, false, io::POSITION_IDS, data_type::INT64, &lead(&[None]))?;
     expect_io(
         g,
         false,
         io::ATTENTION_BIAS,
         data_type::FLOAT,
-        &[None, None],
+        &lead(&[None, None]),
     )?;
     expect_io(g, false, io::LOGITS_INDEX, data_type::INT64, &[None])?;
     expect_io(
@@ -458,7 +463,7 @@ fn check_decoder_io(g: &GraphInfo, m: &Manifest) -> Result<()> {
         data_type::FLOAT,
         &[None, Some(t.vocab_size)],
     )?;
-    let kv = [Some(kvh), None, Some(hd)];
+    let kv = lead(&[Some(kvh), None, Some(hd)]);
     for l in 0..t.num_hidden_layers {
         for (output, prefix) in [
             (false, io::PAST_KEY),

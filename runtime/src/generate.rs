@@ -23,6 +23,9 @@ use crate::kv::KvCache;
 use crate::mask::{causal_bias, position_ids};
 use crate::sampling::{Sampler, SamplingOptions};
 
+mod batch;
+pub use batch::BatchPrompt;
+
 /// How to open a bundle.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
@@ -419,35 +422,9 @@ impl Model {
         rows: LogitRows,
         chunk: Option<usize>,
     ) -> Result<Vec<f32>> {
-        if ids.is_empty() {
-            bail!("empty prompt");
-        }
-        let total = seq.len() + ids.len();
-        if total > self.max_context() {
-            let image_tokens: usize = images.iter().map(|i| i.tokens).sum();
-            bail!(
-                "the prompt is {} tokens ({image_tokens} of them image tokens){}, more than \
-                 {}; use a shorter prompt, fewer or smaller images, or a larger --max-context \
-                 (re-export the bundle with one beyond its own)",
-                ids.len(),
-                if seq.is_empty() {
-                    String::new()
-                } else {
-                    format!(" after {} earlier tokens", seq.len())
-                },
-                self.context_limit()
-            );
-        }
+        self.check_prompt(seq.len(), ids, images)?;
         let h = self.dims.hidden;
-        let mut embeds = self.embeddings.gather(ids)?;
-        let rows_of: Vec<&[f32]> = images.iter().map(|i| i.image_embeds.as_slice()).collect();
-        splice_images(
-            ids,
-            &mut embeds,
-            h,
-            self.manifest().tokens.image_pad,
-            &rows_of,
-        )?;
+        let embeds = self.prompt_embeds(ids, images)?;
 
         let chunk = chunk.unwrap_or(ids.len()).max(1);
         let mut logits = Vec::new();
@@ -484,6 +461,45 @@ impl Model {
         Ok(logits)
     }
 
+    /// Refuses a prompt that does not fit the context after `cached` tokens.
+    fn check_prompt(&self, cached: usize, ids: &[i64], images: &[&EncodedImage]) -> Result<()> {
+        if ids.is_empty() {
+            bail!("empty prompt");
+        }
+        let total = cached + ids.len();
+        if total > self.max_context() {
+            let image_tokens: usize = images.iter().map(|i| i.tokens).sum();
+            bail!(
+                "the prompt is {} tokens ({image_tokens} of them image tokens){}, more than \
+                 {}; use a shorter prompt, fewer or smaller images, or a larger --max-context \
+                 (re-export the bundle with one beyond its own)",
+                ids.len(),
+                if cached == 0 {
+                    String::new()
+                } else {
+                    format!(" after {cached} earlier tokens")
+                },
+                self.context_limit()
+            );
+        }
+        Ok(())
+    }
+
+    /// The decoder's input rows of a prompt `[len, H]`: token embeddings, each image's
+    /// merged embeddings over its run of pads.
+    fn prompt_embeds(&self, ids: &[i64], images: &[&EncodedImage]) -> Result<Vec<f32>> {
+        let mut embeds = self.embeddings.gather(ids)?;
+        let rows_of: Vec<&[f32]> = images.iter().map(|i| i.image_embeds.as_slice()).collect();
+        splice_images(
+            ids,
+            &mut embeds,
+            self.dims.hidden,
+            self.manifest().tokens.image_pad,
+            &rows_of,
+        )?;
+        Ok(embeds)
+    }
+
     fn run_decoder(
         &mut self,
         cache: &mut KvCache,
@@ -495,6 +511,7 @@ impl Model {
         let pos = position_ids(past, s);
         let bias = causal_bias(past, s);
         let inputs = DecoderInputs {
+            batch: 1,
             inputs_embeds: embeds,
             position_ids: &pos,
             attention_bias: &bias,

@@ -6,13 +6,15 @@
 //! - [`backend`]: the engines behind one [`backend::Backend`] trait, chosen by
 //!   [`backend::BackendChoice`];
 //! - [`embed`]: the memory-mapped embedding table and image-pad splicing;
-//! - [`mask`]: positions and the causal attention bias fed to the decoder;
+//! - [`mask`]: positions and the causal attention bias fed to the decoder, for one
+//!   sequence or a padded batch;
 //! - [`providers`]: ONNX Runtime execution providers (TensorRT -> CUDA -> CPU), their
 //!   options and the profile file (`ove-profile.toml`);
 //! - [`kv`]: the KV cache carried between decoder steps;
 //! - [`sampling`]: repetition penalty, greedy and temperature / top-k / top-p sampling;
 //! - [`gen_config`]: generation_config.json as the defaults, and the caller's overrides;
-//! - [`generate`]: [`Model`]: images, prefill, generation with streaming;
+//! - [`generate`]: [`Model`]: images, prefill, generation with streaming, and several
+//!   prompts decoded together ([`Model::generate_batch`]);
 //! - [`layout`]: text lines of a page image, in reading order (no model);
 //! - [`line_batch`]: a page's line crops encoded in batches (`lines.onnx`);
 //! - [`read`]: reading a page: whole, or line by line after the layout;
@@ -58,8 +60,8 @@ pub use backend::{
 pub use bundle::{Bundle, Verify};
 pub use gen_config::GenerateOverrides;
 pub use generate::{
-    EncodedImage, FinishReason, GenerateOptions, Generation, LoadOptions, LogitRows, Model,
-    Sequence, TextStream, VisionContext,
+    BatchPrompt, EncodedImage, FinishReason, GenerateOptions, Generation, LoadOptions, LogitRows,
+    Model, Sequence, TextStream, VisionContext,
 };
 pub use providers::{Provider, ProviderSettings};
 pub use sampling::{Sampler, SamplingOptions};

@@ -5,8 +5,9 @@
 //! A line crop is read by the decoder (each line in its own conversation) or, when the
 //! bundle carries one, by the CTC head on the vision encoder ([`ove_core::ctc`]: no decoder
 //! step at all). The CTC reader encodes a page's crops in batches ([`crate::line_batch`],
-//! one `lines.onnx` call for up to [`MAX_LINE_BATCH`] lines). Either way a line's text does
-//! not depend on the other lines.
+//! one `lines.onnx` call for up to [`MAX_LINE_BATCH`] lines); the decoder reader decodes
+//! up to that many lines together ([`Model::generate_batch`]: one decoder call a step for
+//! all of them). Either way a line's text does not depend on the other lines.
 
 use std::ops::ControlFlow;
 
@@ -19,7 +20,7 @@ use ove_core::preprocess::preprocess;
 use ove_core::prompt::PromptBuilder;
 use serde::Serialize;
 
-use crate::generate::{EncodedImage, GenerateOptions, Generation, Model};
+use crate::generate::{BatchPrompt, EncodedImage, GenerateOptions, Generation, Model};
 use crate::layout::{find_lines, LayoutOptions};
 use crate::line_batch::encode_lines;
 pub use crate::line_batch::{MAX_LINE_BATCH, MAX_LINE_PATCHES};
@@ -62,6 +63,11 @@ pub fn read_image(
     let encoded = encode_rgb(model, img)?;
     let ids = prompt.encode(instruction, &[encoded.tokens])?;
     let g = model.generate(&ids, &[&encoded], opts, |_| ControlFlow::Continue(()))?;
+    Ok((answer_text(model, prompt, &g)?, g))
+}
+
+/// A generation's text: special tokens dropped, trimmed.
+fn answer_text(model: &Model, prompt: &PromptBuilder, g: &Generation) -> Result<String> {
     let eos = model.eos_ids();
     let answer: Vec<i64> = g
         .tokens
@@ -69,7 +75,46 @@ pub fn read_image(
         .copied()
         .filter(|t| !eos.contains(t))
         .collect();
-    Ok((prompt.decode(&answer)?.trim().to_string(), g))
+    Ok(prompt.decode(&answer)?.trim().to_string())
+}
+
+/// Asks `instruction` about each line crop with the decoder, `batch` lines decoded
+/// together ([`Model::generate_batch`]); the answers and their generations come back in
+/// the order of `crops`.
+pub fn read_lines_decoder(
+    model: &mut Model,
+    prompt: &PromptBuilder,
+    instruction: &str,
+    crops: impl IntoIterator<Item = RgbImage>,
+    batch: usize,
+    opts: &GenerateOptions,
+) -> Result<Vec<(String, Generation)>> {
+    let crops: Vec<RgbImage> = crops.into_iter().collect();
+    let mut out = Vec::with_capacity(crops.len());
+    for (g, group) in crops.chunks(batch.max(1)).enumerate() {
+        let first = g * batch.max(1);
+        let encoded = group
+            .iter()
+            .enumerate()
+            .map(|(i, crop)| {
+                encode_rgb(model, crop).with_context(|| format!("line {}", first + i + 1))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let ids = encoded
+            .iter()
+            .map(|e| prompt.encode(instruction, &[e.tokens]))
+            .collect::<Result<Vec<_>>>()?;
+        let images: Vec<[&EncodedImage; 1]> = encoded.iter().map(|e| [e]).collect();
+        let prompts: Vec<BatchPrompt<'_>> = ids
+            .iter()
+            .zip(&images)
+            .map(|(ids, images)| BatchPrompt { ids, images })
+            .collect();
+        for g in model.generate_batch(&prompts, opts)? {
+            out.push((answer_text(model, prompt, &g)?, g));
+        }
+    }
+    Ok(out)
 }
 
 /// Reads one line crop with the bundle's CTC head: the vision encoder alone, its patch
@@ -124,8 +169,10 @@ pub fn read_lines_ctc(
 pub struct ReadMode {
     pub layout: PageReading,
     pub reader: LineReader,
-    /// Line crops encoded per call by the CTC reader (1: one by one through vision.onnx;
-    /// more needs the bundle's lines.onnx, else lines go one by one).
+    /// Lines read together: crops encoded per call by the CTC reader (1: one by one
+    /// through vision.onnx; more needs the bundle's lines.onnx), lines decoded together by
+    /// the decoder reader (more needs a batched decoder graph). Without the graph, lines
+    /// go one by one.
     pub batch: usize,
 }
 
@@ -169,16 +216,15 @@ pub fn read_page(
     let mut generated_tokens = 0;
     let texts: Vec<String> = match reader {
         LineReader::Ctc => read_lines_ctc(model, crops, mode.batch)?,
-        LineReader::Decoder => crops
-            .zip(&layout.lines)
-            .enumerate()
-            .map(|(i, (crop, line))| {
-                let (text, g) = read_image(model, prompt, instruction, &crop, opts)
-                    .with_context(|| format!("line {} at {:?}", i + 1, line.bbox))?;
-                generated_tokens += g.tokens.len();
-                Ok(text)
-            })
-            .collect::<Result<_>>()?,
+        LineReader::Decoder => {
+            read_lines_decoder(model, prompt, instruction, crops, mode.batch, opts)?
+                .into_iter()
+                .map(|(text, g)| {
+                    generated_tokens += g.tokens.len();
+                    text
+                })
+                .collect()
+        }
     };
     let lines: Vec<LineText> = layout
         .lines

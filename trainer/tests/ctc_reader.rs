@@ -9,12 +9,15 @@ use ove_core::ctc::{CtcHead as CoreHead, CTC_HEAD_FILE};
 use ove_core::manifest::{LineReader, PageReading, Reading};
 use ove_core::preprocess::preprocess;
 use ove_core::preprocess::{line_crop, load_rgb, DecodeOptions};
+use ove_core::prompt::PromptBuilder;
 use ove_docgen::dataset::{write_set, Degradation, Options};
 use ove_docgen::generate::Kind;
 use ove_exporter::{export, ExportOptions};
 use ove_runtime::line_batch::encode_lines;
-use ove_runtime::read::{encode_rgb, read_line_ctc, read_lines_ctc, MAX_LINE_BATCH};
-use ove_runtime::{BackendChoice, BackendOptions, LoadOptions, Model};
+use ove_runtime::read::{
+    encode_rgb, read_line_ctc, read_lines_ctc, read_lines_decoder, MAX_LINE_BATCH,
+};
+use ove_runtime::{BackendChoice, BackendOptions, GenerateOptions, LoadOptions, Model};
 use ove_train::ctc::HeadStore;
 use ove_train::recipe::{collect_texts, save_tokenizer, train_tokenizer};
 use ove_train::train::lines::{line_batch, read_lines};
@@ -146,9 +149,10 @@ fn ctc_training_export_and_runtime_agree() {
     assert!(format!("{err:#}").contains("--ctc-head"), "{err:#}");
     eo.ctc_head = true;
     let report = export(&eo).unwrap_or_else(|e| panic!("export: {e:#}"));
-    // The head comes with the batched line encoder (schema 3), which stores no weight of
-    // its own: its initializers point into vision.onnx.data.
-    assert_eq!(report.manifest.schema_version, 3);
+    // The head comes with the batched line encoder (schema 3; 4 for the batched decoder
+    // every new bundle has), which stores no weight of its own: its initializers point
+    // into vision.onnx.data.
+    assert_eq!(report.manifest.schema_version, 4);
     assert_eq!(
         report.manifest.graphs.ctc_head.as_deref(),
         Some(CTC_HEAD_FILE)
@@ -256,6 +260,33 @@ fn ctc_training_export_and_runtime_agree() {
     let images: Vec<_> = crops.iter().map(|(c, _)| c.clone()).collect();
     assert_eq!(
         read_lines_ctc(&mut model, images.clone(), MAX_LINE_BATCH).unwrap(),
-        read_lines_ctc(&mut model, images, 1).unwrap()
+        read_lines_ctc(&mut model, images.clone(), 1).unwrap()
     );
+
+    // The decoder reader (this decoder is untrained: what it says does not matter, only
+    // that the lines decoded together say what each says alone, padding and all).
+    assert_eq!(model.max_decoder_rows(), ove_runtime::kv::MAX_DECODER_ROWS);
+    let tok = model.bundle().tokenizer_path().unwrap().expect("tokenizer");
+    let prompt = PromptBuilder::from_file(&tok, model.manifest().tokens.clone()).unwrap();
+    let gen = GenerateOptions {
+        max_new_tokens: 6,
+        ..Default::default()
+    };
+    let read = |model: &mut Model, batch| {
+        read_lines_decoder(
+            model,
+            &prompt,
+            "Read the text.",
+            images.clone(),
+            batch,
+            &gen,
+        )
+        .unwrap()
+        .into_iter()
+        .map(|(text, g)| (text, g.tokens, g.finish))
+        .collect::<Vec<_>>()
+    };
+    let together = read(&mut model, MAX_LINE_BATCH);
+    assert_eq!(together.len(), images.len());
+    assert_eq!(together, read(&mut model, 1));
 }

@@ -45,6 +45,13 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_PREFILL_CHUNK)]
     pub prefill_chunk: usize,
 
+    /// Also time N text prompts decoded together (one decoder call a step for all rows,
+    /// bundle schema 4), reported as their total tokens/s beside the single sequence's.
+    /// 1: not measured.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub decode_rows: u16,
+
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -293,6 +300,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             decode_tokens: args.decode_tokens,
             vision_runs: args.vision_runs,
             prefill_chunk: (args.prefill_chunk > 0).then_some(args.prefill_chunk),
+            decode_rows: usize::from(args.decode_rows),
         },
     );
     spinner.finish_and_clear();

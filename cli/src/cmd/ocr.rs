@@ -53,9 +53,11 @@ pub struct ReadArgs {
     #[arg(long, value_enum, default_value_t = ReaderArg::Auto)]
     pub reader: ReaderArg,
 
-    /// Line crops the CTC reader encodes per call (1: one by one). Batches need the
-    /// bundle's lines.onnx (written with --ctc-head); each line attends only to itself, so
-    /// they read as one by one does, up to rounding.
+    /// Lines read together (1: one by one): crops the CTC reader encodes per call (needs
+    /// the bundle's lines.onnx, written with --ctc-head), or lines the decoder reader
+    /// decodes together, one decoder call a step for all (needs a batched decoder graph,
+    /// bundle schema 4). Each line attends only to itself, so they read as one by one
+    /// does, up to rounding.
     #[arg(long, value_name = "N", default_value_t = ove_runtime::read::MAX_LINE_BATCH)]
     pub line_batch: usize,
 }

@@ -58,16 +58,18 @@ pub fn decoder_plan(bundle: &Path, d: &DecoderShape) -> Plan {
     let mut model = tract_onnx::onnx()
         .model_for_path(bundle.join("decoder.onnx"))
         .unwrap();
+    // One sequence: the batch axis (schema 4) is 1, and its N = B*S rows are S.
     let s = model.symbols.sym("S").to_dim();
     let k = model.symbols.sym("K").to_dim();
     let l = model.symbols.sym("L").to_dim();
     let t = k.clone() + s.clone();
+    let one = 1.to_dim();
     model = model
         .with_input_fact(0, f32::fact([s.clone(), d.hidden.to_dim()]).into())
         .unwrap()
-        .with_input_fact(1, i64::fact([s.clone()]).into())
+        .with_input_fact(1, i64::fact([one.clone(), s.clone()]).into())
         .unwrap()
-        .with_input_fact(2, f32::fact([s, t]).into())
+        .with_input_fact(2, f32::fact([one.clone(), s, t]).into())
         .unwrap()
         .with_input_fact(3, i64::fact([l]).into())
         .unwrap();
@@ -75,7 +77,7 @@ pub fn decoder_plan(bundle: &Path, d: &DecoderShape) -> Plan {
         model = model
             .with_input_fact(
                 4 + i,
-                f32::fact([d.kvh.to_dim(), k.clone(), d.hd.to_dim()]).into(),
+                f32::fact([one.clone(), d.kvh.to_dim(), k.clone(), d.hd.to_dim()]).into(),
             )
             .unwrap();
     }
@@ -104,8 +106,8 @@ pub fn values(v: &TValue) -> Vec<f32> {
         .collect()
 }
 
-/// One decoder run: `embeds` [S, H] at positions K..K+S with a causal bias; logits for
-/// the rows in `logits_rows`.
+/// One decoder run of one sequence (batch axis 1): `embeds` [S, H] at positions K..K+S
+/// with a causal bias; logits for the rows in `logits_rows`.
 pub fn decoder_step(
     plan: &Plan,
     d: &DecoderShape,
@@ -127,8 +129,8 @@ pub fn decoder_step(
     }
     let mut inputs: TVec<TValue> = tvec![
         tensor_f32(&[s, d.hidden], embeds),
-        tensor_i64(&[s], &positions),
-        tensor_f32(&[s, t], &bias),
+        tensor_i64(&[1, s], &positions),
+        tensor_f32(&[1, s, t], &bias),
         tensor_i64(&[logits_rows.len()], logits_rows),
     ];
     inputs.extend(past.iter().cloned());
@@ -137,7 +139,7 @@ pub fn decoder_step(
     assert_eq!(logits.len(), logits_rows.len() * d.vocab);
     let presents: Vec<TValue> = out.into_iter().skip(1).collect();
     assert_eq!(presents.len(), 2 * d.layers);
-    assert_eq!(presents[0].shape(), &[d.kvh, t, d.hd]);
+    assert_eq!(presents[0].shape(), &[1, d.kvh, t, d.hd]);
     (logits, presents)
 }
 
@@ -242,7 +244,7 @@ pub fn run_case(case: &str, bundle: &Path, strict: bool) -> (Vec<f32>, Diffs) {
     let plan = decoder_plan(bundle, &d);
     let empty: Vec<TValue> = (0..2 * d.layers)
         .map(|_| {
-            Tensor::zero::<f32>(&[d.kvh, 0, d.hd])
+            Tensor::zero::<f32>(&[1, d.kvh, 0, d.hd])
                 .unwrap()
                 .into_tvalue()
         })

@@ -142,6 +142,7 @@ impl Dims {
                 layers: t.num_hidden_layers,
                 kv_heads: t.num_key_value_heads,
                 head_dim: t.head_dim(),
+                batched: m.graphs.decoder_batch,
             },
         }
     }
@@ -210,53 +211,86 @@ impl LineBatchInputs<'_> {
     }
 }
 
-/// The non-cache inputs of one decoder.onnx call (`S` new tokens after `K` cached).
+/// The non-cache inputs of one decoder.onnx call: `S` new slots in each of `batch` rows,
+/// after `K` cached ones (row-major: row 0's `S` slots, then row 1's, ...).
 #[derive(Debug, Clone, Copy)]
 pub struct DecoderInputs<'a> {
-    /// `[S, H]`.
+    /// Rows (sequences); more than one needs a batched graph (`graphs.decoder_batch`).
+    pub batch: usize,
+    /// `[B x S, H]`: the rows of all sequences, row-major.
     pub inputs_embeds: &'a [f32],
-    /// `[S]`: `K..K+S`.
+    /// `[B, S]`: each row's positions (`K..K+S` for a row without padding).
     pub position_ids: &'a [i64],
-    /// `[S, K+S]`.
+    /// `[B, S, K+S]`.
     pub attention_bias: &'a [f32],
-    /// `[L]`: rows of the `S` that get logits.
+    /// `[L]`: which of the `B x S` slots (row-major) get logits.
     pub logits_index: &'a [i64],
 }
 
 impl DecoderInputs<'_> {
+    /// New slots per row (`S`).
     pub fn new_tokens(&self) -> usize {
-        self.position_ids.len()
+        self.position_ids.len() / self.batch.max(1)
     }
 
     /// Shape checks shared by the backends, so that a wrong call fails here and not inside
     /// the engine with an opaque broadcast error.
     pub fn check(&self, dims: &Dims, cached: usize) -> Result<()> {
+        let b = self.batch;
+        if b == 0 {
+            bail!("decoder called with no rows");
+        }
+        if b > 1 && !dims.kv.batched {
+            bail!(
+                "this bundle's decoder.onnx takes one sequence a call (schema <= 3);                  re-export it to decode {b} together"
+            );
+        }
+        if !self.position_ids.len().is_multiple_of(b) {
+            bail!(
+                "position_ids has {} values, not a multiple of the {b} rows",
+                self.position_ids.len()
+            );
+        }
         let s = self.new_tokens();
         if s == 0 {
             bail!("decoder called with no new tokens");
         }
-        if self.inputs_embeds.len() != s * dims.hidden {
+        if self.inputs_embeds.len() != b * s * dims.hidden {
             bail!(
-                "inputs_embeds has {} values, expected {s} x {}",
+                "inputs_embeds has {} values, expected {b} x {s} x {}",
                 self.inputs_embeds.len(),
                 dims.hidden
             );
         }
-        if self.attention_bias.len() != s * (cached + s) {
+        if self.attention_bias.len() != b * s * (cached + s) {
             bail!(
-                "attention_bias has {} values, expected {s} x {}",
+                "attention_bias has {} values, expected {b} x {s} x {}",
                 self.attention_bias.len(),
                 cached + s
             );
         }
+        if self.logits_index.is_empty() {
+            bail!("decoder called with no logits rows");
+        }
         if let Some(bad) = self
             .logits_index
             .iter()
-            .find(|&&i| i < 0 || i as usize >= s)
+            .find(|&&i| i < 0 || i as usize >= b * s)
         {
-            bail!("logits_index {bad} is outside 0..{s}");
+            bail!("logits_index {bad} is outside 0..{}", b * s);
         }
         Ok(())
+    }
+
+    /// Shapes of `inputs_embeds`, `position_ids` and `attention_bias` as the graph takes
+    /// them (without the batch axis for an unbatched graph).
+    pub fn shapes(&self, dims: &Dims, cached: usize) -> [Vec<usize>; 3] {
+        let (b, s) = (self.batch, self.new_tokens());
+        if dims.kv.batched {
+            [vec![b * s, dims.hidden], vec![b, s], vec![b, s, cached + s]]
+        } else {
+            [vec![s, dims.hidden], vec![s], vec![s, cached + s]]
+        }
     }
 }
 
@@ -275,9 +309,14 @@ pub trait Backend: Send {
     /// have the graph ([`Bundle::lines`]).
     fn lines(&mut self, inputs: &LineBatchInputs<'_>) -> Result<Vec<f32>>;
 
-    /// Runs decoder.onnx on the new tokens, reading and extending `cache`; returns the
-    /// logits `[L, V]` of the rows named by `logits_index`. On error the cache is unchanged.
+    /// Runs decoder.onnx on the new tokens, reading and extending `cache` (which holds
+    /// `inputs.batch` rows); returns the logits `[L, V]` of the slots named by
+    /// `logits_index`. On error the cache is unchanged.
     fn decoder(&mut self, inputs: &DecoderInputs<'_>, cache: &mut KvCache) -> Result<Vec<f32>>;
+
+    /// The most rows one decoder call may take: 1 for an unbatched graph; for a batched
+    /// one, the engine's limit (a TensorRT profile's batch bound).
+    fn max_decoder_rows(&self) -> usize;
 }
 
 /// Starts the engine `opts` asks for on `bundle`.
@@ -349,10 +388,29 @@ fn create_tract(_: &Bundle, _: &BackendOptions) -> Result<Box<dyn Backend>> {
     bail!("this build of ove has no tract support (cargo feature `tract`); use --backend ort")
 }
 
-/// Checks a `[kvh, T, hd]` present tensor shape against what the step should have produced.
-pub(crate) fn check_present(name: &str, shape: &[usize], kv: &KvShape, total: usize) -> Result<()> {
-    let want = kv.dims(total);
-    if shape != want {
+/// Checks that a step's rows are the cache's.
+pub(crate) fn check_rows(x: &DecoderInputs<'_>, cache: &KvCache) -> Result<()> {
+    if x.batch != cache.rows() {
+        bail!(
+            "a decoder step of {} rows on a KV cache of {} rows",
+            x.batch,
+            cache.rows()
+        );
+    }
+    Ok(())
+}
+
+/// Checks a `[B, kvh, T, hd]` (unbatched: `[kvh, T, hd]`) present tensor shape against
+/// what the step should have produced.
+pub(crate) fn check_present(
+    name: &str,
+    shape: &[usize],
+    kv: &KvShape,
+    rows: usize,
+    total: usize,
+) -> Result<()> {
+    let want = kv.tensor_dims(rows, total);
+    if shape != want.as_slice() {
         bail!("decoder output {name} has shape {shape:?}, expected {want:?}");
     }
     Ok(())
@@ -460,11 +518,13 @@ mod tests {
                 layers: 1,
                 kv_heads: 1,
                 head_dim: 2,
+                batched: true,
             },
         };
         let e = [0.0; 4];
         let bias = [0.0; 2 * 5];
         let ok = DecoderInputs {
+            batch: 1,
             inputs_embeds: &e,
             position_ids: &[3, 4],
             attention_bias: &bias,
@@ -477,6 +537,35 @@ mod tests {
             ..ok
         };
         assert!(bad.check(&dims, 3).is_err());
+        // Two rows of one new token after three cached: the bias is [2, 1, 4].
+        let two = DecoderInputs {
+            batch: 2,
+            position_ids: &[3, 3],
+            attention_bias: &[0.0; 8],
+            logits_index: &[0, 1],
+            ..ok
+        };
+        two.check(&dims, 3).unwrap();
+        assert_eq!(
+            two.shapes(&dims, 3),
+            [vec![2, 2], vec![2, 1], vec![2, 1, 4]]
+        );
+        assert!(DecoderInputs {
+            logits_index: &[2],
+            ..two
+        }
+        .check(&dims, 3)
+        .is_err());
+        let unbatched = Dims {
+            kv: KvShape {
+                batched: false,
+                ..dims.kv
+            },
+            ..dims
+        };
+        let err = two.check(&unbatched, 3).unwrap_err();
+        assert!(format!("{err}").contains("re-export"), "{err}");
+        assert_eq!(ok.shapes(&unbatched, 3), [vec![2, 2], vec![2], vec![2, 5]]);
         let px = [0.0; 588 * 4];
         let v = VisionInputs {
             pixel_values: &px,

@@ -37,11 +37,12 @@ use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor, TensorRef};
 
 use super::{
-    check_present, check_vision, check_vision_inputs, Backend, BackendKind, BackendOptions,
-    DecoderInputs, Dims, LineBatchInputs, OrtOptimization, VisionInputs, VisionOutput,
+    check_present, check_rows, check_vision, check_vision_inputs, Backend, BackendKind,
+    BackendOptions, DecoderInputs, Dims, LineBatchInputs, OrtOptimization, VisionInputs,
+    VisionOutput,
 };
 use crate::bundle::Bundle;
-use crate::kv::{tensor_names, KvCache, KvStore};
+use crate::kv::{tensor_names, KvCache, KvStore, MAX_DECODER_ROWS};
 use crate::providers::{self, DeviceInfo, Graph, GraphPlan, Provider, ProviderConfig};
 
 /// The environment variable `ort` itself reads; honoured here first among the automatic places.
@@ -483,6 +484,9 @@ pub struct OrtBackend {
     lines: Option<LazySession>,
     past: Vec<String>,
     present: Vec<String>,
+    /// [`Backend::max_decoder_rows`]: the TensorRT profile's batch bound when TensorRT
+    /// runs the decoder.
+    max_decoder_rows: usize,
 }
 
 impl OrtBackend {
@@ -511,7 +515,15 @@ impl OrtBackend {
             }))
         });
         let (past, present) = tensor_names(dims.kv.layers);
+        let max_decoder_rows = if !dims.kv.batched {
+            1
+        } else if decoder_providers.first() == Some(&Provider::TensorRt) {
+            settings.tensorrt.max_decoder_rows.max(1)
+        } else {
+            MAX_DECODER_ROWS
+        };
         Ok(Self {
+            max_decoder_rows,
             dims,
             library: library.to_path_buf(),
             vision_providers,
@@ -620,12 +632,16 @@ impl Backend for OrtBackend {
     fn decoder(&mut self, x: &DecoderInputs<'_>, cache: &mut KvCache) -> Result<Vec<f32>> {
         let k = cache.len();
         x.check(&self.dims, k)?;
-        let s = x.new_tokens();
+        check_rows(x, cache)?;
+        let (rows, s) = (x.batch, x.new_tokens());
         let kv = self.dims.kv;
         let empty;
         let past: Vec<&DynValue> = match &cache.store {
             KvStore::Empty => {
-                let t = ort_err(Tensor::<f32>::from_array((kv.dims(0).to_vec(), Vec::new())))?;
+                let t = ort_err(Tensor::<f32>::from_array((
+                    kv.tensor_dims(rows, 0),
+                    Vec::new(),
+                )))?;
                 empty = t.into_dyn();
                 vec![&empty; self.past.len()]
             }
@@ -633,16 +649,17 @@ impl Backend for OrtBackend {
             #[allow(unreachable_patterns)]
             _ => bail!("this KV cache was made by another backend"),
         };
+        let [embeds_shape, pos_shape, bias_shape] = x.shapes(&self.dims, k);
         let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
             Vec::with_capacity(4 + past.len());
         inputs.push((
             io::INPUTS_EMBEDS.into(),
-            view(vec![s, self.dims.hidden], x.inputs_embeds)?,
+            view(embeds_shape, x.inputs_embeds)?,
         ));
-        inputs.push((io::POSITION_IDS.into(), view(vec![s], x.position_ids)?));
+        inputs.push((io::POSITION_IDS.into(), view(pos_shape, x.position_ids)?));
         inputs.push((
             io::ATTENTION_BIAS.into(),
-            view(vec![s, k + s], x.attention_bias)?,
+            view(bias_shape, x.attention_bias)?,
         ));
         inputs.push((
             io::LOGITS_INDEX.into(),
@@ -667,13 +684,17 @@ impl Backend for OrtBackend {
                 .iter()
                 .map(|&d| d as usize)
                 .collect();
-            check_present(name, &dims, &kv, k + s)?;
+            check_present(name, &dims, &kv, rows, k + s)?;
             present.push(v);
         }
         drop(out);
         cache.store = KvStore::Ort(present);
         cache.len = k + s;
         Ok(logits)
+    }
+
+    fn max_decoder_rows(&self) -> usize {
+        self.max_decoder_rows
     }
 }
 

@@ -12,11 +12,11 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::runtime::RunOptions;
 
 use super::{
-    check_present, check_vision, check_vision_inputs, Backend, BackendKind, BackendOptions,
-    DecoderInputs, Dims, LineBatchInputs, VisionInputs, VisionOutput,
+    check_present, check_rows, check_vision, check_vision_inputs, Backend, BackendKind,
+    BackendOptions, DecoderInputs, Dims, LineBatchInputs, VisionInputs, VisionOutput,
 };
 use crate::bundle::{Bundle, GraphInfo};
-use crate::kv::{tensor_names, KvCache, KvStore};
+use crate::kv::{tensor_names, KvCache, KvStore, MAX_DECODER_ROWS};
 
 type Plan = Arc<TypedRunnableModel>;
 
@@ -143,11 +143,68 @@ impl LazyLines {
     }
 }
 
+/// Loads decoder.onnx with rows (B) `Some(n)` fixed or `None` symbolic; S, K, L symbolic.
+fn load_decoder(
+    info: &GraphInfo,
+    threads: usize,
+    dims: Dims,
+    rows: Option<usize>,
+) -> Result<Graph> {
+    let kv = dims.kv;
+    Graph::load(info, threads, |sym, name| {
+        let (s, k, l) = (
+            sym.sym("S").to_dim(),
+            sym.sym("K").to_dim(),
+            sym.sym("L").to_dim(),
+        );
+        let b = rows.map_or_else(|| sym.sym("B").to_dim(), |n| n.to_dim());
+        // A batched graph: B leads every input but logits_index and inputs_embeds, whose
+        // rows (all sequences', row-major) are B*S.
+        let lead = |mut d: Vec<TDim>| {
+            if kv.batched {
+                d.insert(0, b.clone());
+            }
+            d
+        };
+        let all_rows = if kv.batched {
+            b.clone() * s.clone()
+        } else {
+            s.clone()
+        };
+        let fact: InferenceFact = match name {
+            io::INPUTS_EMBEDS => f32::fact([all_rows, dims.hidden.to_dim()]).into(),
+            io::POSITION_IDS => i64::fact(lead(vec![s])).into(),
+            io::ATTENTION_BIAS => f32::fact(lead(vec![s.clone(), k + s])).into(),
+            io::LOGITS_INDEX => i64::fact([l]).into(),
+            n if io::is_past(n) => {
+                f32::fact(lead(vec![kv.kv_heads.to_dim(), k, kv.head_dim.to_dim()])).into()
+            }
+            _ => return None,
+        };
+        Some(fact)
+    })
+}
+
+/// Whether the bundle's decoder matmuls are int4 `MatMulNBits`, which tract 0.23.9 runs as
+/// Q4_0 block-quant matmuls that compute wrong results once their row count is more than
+/// one symbol (B*S, even 4*S): such a decoder is planned for one row, and its sequences
+/// decode one at a time on tract.
+fn int4_decoder(m: &ove_core::manifest::Manifest) -> bool {
+    let q = &m.quantization;
+    q.scheme == "int4"
+        && q.parts
+            .iter()
+            .any(|p| p == "decoder_linear" || p == "lm_head")
+}
+
 /// tract on a bundle: one plan per graph, reused across calls.
 pub struct TractBackend {
     dims: Dims,
     vision: Graph,
     decoder: Graph,
+    /// [`Backend::max_decoder_rows`]: 1 for an unbatched or int4 decoder (see
+    /// [`int4_decoder`]).
+    max_decoder_rows: usize,
     /// Decoder input positions: embeds, positions, bias, logits index, then the cache in
     /// [`tensor_names`] order.
     dec_in: [usize; 4],
@@ -181,25 +238,9 @@ impl TractBackend {
                 _ => None,
             }
         })?;
-        let kv = dims.kv;
-        let decoder = Graph::load(bundle.decoder(), threads, |sym, name| {
-            let (s, k, l) = (
-                sym.sym("S").to_dim(),
-                sym.sym("K").to_dim(),
-                sym.sym("L").to_dim(),
-            );
-            let fact: InferenceFact = match name {
-                io::INPUTS_EMBEDS => f32::fact([s, dims.hidden.to_dim()]).into(),
-                io::POSITION_IDS => i64::fact([s]).into(),
-                io::ATTENTION_BIAS => f32::fact([s.clone(), k + s]).into(),
-                io::LOGITS_INDEX => i64::fact([l]).into(),
-                n if io::is_past(n) => {
-                    f32::fact([kv.kv_heads.to_dim(), k, kv.head_dim.to_dim()]).into()
-                }
-                _ => return None,
-            };
-            Some(fact)
-        })?;
+        let one_row = !dims.kv.batched || int4_decoder(bundle.manifest());
+        let decoder = load_decoder(bundle.decoder(), threads, dims, one_row.then_some(1))?;
+        let max_decoder_rows = if one_row { 1 } else { MAX_DECODER_ROWS };
         let lines = bundle.lines().cloned().map(LazyLines::Pending);
         let (past, present) = tensor_names(dims.kv.layers);
         let d = &decoder;
@@ -233,6 +274,7 @@ impl TractBackend {
             dims,
             vision,
             decoder,
+            max_decoder_rows,
             lines,
             threads,
         })
@@ -315,16 +357,18 @@ impl Backend for TractBackend {
     fn decoder(&mut self, x: &DecoderInputs<'_>, cache: &mut KvCache) -> Result<Vec<f32>> {
         let k = cache.len();
         x.check(&self.dims, k)?;
-        let s = x.new_tokens();
-        let h = self.dims.hidden;
-        let mut inputs: Vec<Option<TValue>> = vec![None; self.decoder.inputs.len()];
-        inputs[self.dec_in[0]] = Some(tensor(&[s, h], x.inputs_embeds)?);
-        inputs[self.dec_in[1]] = Some(tensor(&[s], x.position_ids)?);
-        inputs[self.dec_in[2]] = Some(tensor(&[s, k + s], x.attention_bias)?);
+        check_rows(x, cache)?;
+        let (rows, s) = (x.batch, x.new_tokens());
+        let [embeds_shape, pos_shape, bias_shape] = x.shapes(&self.dims, k);
+        let graph = &self.decoder;
+        let mut inputs: Vec<Option<TValue>> = vec![None; graph.inputs.len()];
+        inputs[self.dec_in[0]] = Some(tensor(&embeds_shape, x.inputs_embeds)?);
+        inputs[self.dec_in[1]] = Some(tensor(&pos_shape, x.position_ids)?);
+        inputs[self.dec_in[2]] = Some(tensor(&bias_shape, x.attention_bias)?);
         inputs[self.dec_in[3]] = Some(tensor(&[x.logits_index.len()], x.logits_index)?);
         match &cache.store {
             KvStore::Empty => {
-                let empty = Tensor::zero::<f32>(&self.dims.kv.dims(0))
+                let empty = Tensor::zero::<f32>(&self.dims.kv.tensor_dims(rows, 0))
                     .map_err(|e| anyhow!("{e:?}"))?
                     .into_tvalue();
                 for &i in &self.past_in {
@@ -340,12 +384,12 @@ impl Backend for TractBackend {
             #[allow(unreachable_patterns)]
             _ => bail!("this KV cache was made by another backend"),
         }
-        let inputs = collect_inputs(inputs, &self.decoder.inputs)?;
-        let mut out = run(&self.decoder, inputs, "decoder.onnx")?;
+        let inputs = collect_inputs(inputs, &graph.inputs)?;
+        let mut out = run(graph, inputs, "decoder.onnx")?;
         let (_, present_names) = tensor_names(self.dims.kv.layers);
         let mut present = Vec::with_capacity(self.present_out.len());
         for (&i, name) in self.present_out.iter().zip(&present_names) {
-            check_present(name, out[i].shape(), &self.dims.kv, k + s)?;
+            check_present(name, out[i].shape(), &self.dims.kv, rows, k + s)?;
             present.push(out[i].clone());
         }
         let logits = f32_values(&out[self.logits_out])?;
@@ -361,6 +405,10 @@ impl Backend for TractBackend {
         cache.store = KvStore::Tract(present);
         cache.len = k + s;
         Ok(logits)
+    }
+
+    fn max_decoder_rows(&self) -> usize {
+        self.max_decoder_rows
     }
 }
 

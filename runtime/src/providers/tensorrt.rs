@@ -44,6 +44,11 @@ pub struct TensorRtSettings {
     /// New tokens per decoder call the profile allows (default: the context length, so that
     /// a whole prompt fits one call).
     pub max_new_tokens_per_call: Option<usize>,
+    /// Sequences per decoder call the profile allows (a batched decoder graph). Default 1:
+    /// TensorRT sizes its memory for the largest shape of the profile, and the attention of
+    /// B rows of a whole prompt is B times one row's; raise it for batched reading of short
+    /// line prompts. The runtime decodes larger batches in groups of this many.
+    pub max_decoder_rows: usize,
 }
 
 impl Default for TensorRtSettings {
@@ -59,6 +64,7 @@ impl Default for TensorRtSettings {
             max_patches: None,
             opt_patches: None,
             max_new_tokens_per_call: None,
+            max_decoder_rows: 1,
         }
     }
 }
@@ -147,16 +153,27 @@ pub fn profile_shapes(m: &Manifest, s: &ProviderSettings, graph: Graph) -> [Stri
             let (sq, k) = (l.seq[i], l.past[i]);
             // attention_bias is [S, K+S]; its second dim never exceeds the context.
             let total = (k + sq).min(effective_max_context(m, s)).max(1);
+            // A batched graph leads with B (at most max_decoder_rows; tuned for one).
+            let rows = [1, 1, s.tensorrt.max_decoder_rows.max(1)][i];
+            let lead = |mut d: Vec<usize>| {
+                if m.graphs.decoder_batch {
+                    d.insert(0, rows);
+                }
+                d
+            };
             let mut parts = vec![
-                (io::INPUTS_EMBEDS.to_string(), vec![sq, t.hidden_size]),
-                (io::POSITION_IDS.into(), vec![sq]),
-                (io::ATTENTION_BIAS.into(), vec![sq, total]),
-                (io::LOGITS_INDEX.into(), vec![sq]),
+                (
+                    io::INPUTS_EMBEDS.to_string(),
+                    vec![sq * rows, t.hidden_size],
+                ),
+                (io::POSITION_IDS.into(), lead(vec![sq])),
+                (io::ATTENTION_BIAS.into(), lead(vec![sq, total])),
+                (io::LOGITS_INDEX.into(), vec![sq * rows]),
             ];
             let (kvh, hd) = (t.num_key_value_heads, t.head_dim());
             for layer in 0..t.num_hidden_layers {
-                parts.push((io::past_key(layer), vec![kvh, k, hd]));
-                parts.push((io::past_value(layer), vec![kvh, k, hd]));
+                parts.push((io::past_key(layer), lead(vec![kvh, k, hd])));
+                parts.push((io::past_value(layer), lead(vec![kvh, k, hd])));
             }
             fmt(parts)
         }
@@ -294,6 +311,37 @@ mod tests {
             ..auto()
         };
         assert_eq!(effective_max_context(&m, &big), 4096);
+    }
+
+    #[test]
+    fn a_batched_decoder_profile_leads_with_the_row_bound() {
+        let mut m = manifest();
+        m.graphs.decoder_batch = true;
+        let t = &m.model.text_config;
+        let (h, kvh, hd) = (t.hidden_size, t.num_key_value_heads, t.head_dim());
+        let mut s = auto();
+        let [min, _, max] = profile_shapes(&m, &s, Graph::Decoder);
+        assert!(
+            min.starts_with(&format!(
+                "inputs_embeds:1x{h},position_ids:1x1,attention_bias:1x1x1,logits_index:1,\
+                 past_key.0:1x{kvh}x0x{hd}"
+            )),
+            "{min}"
+        );
+        assert!(
+            max.starts_with(&format!("inputs_embeds:4096x{h},")),
+            "{max}"
+        );
+        s.tensorrt.max_decoder_rows = 4;
+        let [_, opt, max] = profile_shapes(&m, &s, Graph::Decoder);
+        assert!(opt.starts_with(&format!("inputs_embeds:1x{h},")), "{opt}");
+        assert!(
+            max.starts_with(&format!(
+                "inputs_embeds:16384x{h},position_ids:4x4096,attention_bias:4x4096x4096,\
+                 logits_index:16384,past_key.0:4x{kvh}x4095x{hd}"
+            )),
+            "{max}"
+        );
     }
 
     #[test]

@@ -1,0 +1,180 @@
+//! Several prompts decoded together (`Model::generate_batch` on the batched decoder graph,
+//! bundle schema 4) generate what each prompt generates alone, on both backends: prompts
+//! of different lengths (so rows are padded), with and without an image, a row repeated,
+//! rows that stop at different steps (the context bound), and chunked prefill, f32 and
+//! int4 (the deployed form). At batch 1 the golden continuation itself.
+
+mod common;
+
+use std::ops::ControlFlow;
+use std::path::Path;
+
+use common::*;
+use ove_exporter::{export, Dtype, ExportOptions, Int4Options};
+use ove_runtime::trace::Case;
+use ove_runtime::{
+    BackendChoice, BackendOptions, BatchPrompt, EncodedImage, FinishReason, GenerateOptions,
+    Generation, LoadOptions, Model, OrtOptions,
+};
+
+const CASE: &str = "one-image";
+
+fn options(choice: BackendChoice) -> LoadOptions {
+    LoadOptions {
+        backend: BackendOptions {
+            choice,
+            threads: None,
+            ort: OrtOptions {
+                library: (choice == BackendChoice::Ort).then(ort_library),
+                ..Default::default()
+            },
+        },
+        ..Default::default()
+    }
+}
+
+fn no_eos(max_new_tokens: usize, prefill_chunk: Option<usize>) -> GenerateOptions {
+    GenerateOptions {
+        max_new_tokens,
+        stop_at_eos: false,
+        prefill_chunk,
+        ..Default::default()
+    }
+}
+
+/// The case's prompt, a shorter one with the same image, its text part alone (no image)
+/// and the first again: lengths 21, 18, 7 and 21.
+fn prompts(c: &Case, image_pad: i64) -> Vec<(Vec<i64>, bool)> {
+    let ids = &c.input_ids;
+    let end = ids.len();
+    // The image's pads end with vision_end; the text part follows it.
+    let pads_end = ids
+        .iter()
+        .rposition(|&t| t == image_pad)
+        .expect("image pads")
+        + 1;
+    vec![
+        (ids.clone(), true),
+        (ids[..end - 3].to_vec(), true),
+        (ids[pads_end + 1..].to_vec(), false),
+        (ids.clone(), true),
+    ]
+}
+
+fn alone(
+    model: &mut Model,
+    prompts: &[(Vec<i64>, bool)],
+    img: &EncodedImage,
+    opts: &GenerateOptions,
+) -> Vec<Generation> {
+    prompts
+        .iter()
+        .map(|(ids, with_image)| {
+            let images: &[&EncodedImage] = if *with_image { &[img] } else { &[] };
+            model
+                .generate(ids, images, opts, |_| ControlFlow::Continue(()))
+                .unwrap()
+        })
+        .collect()
+}
+
+fn together(
+    model: &mut Model,
+    prompts: &[(Vec<i64>, bool)],
+    img: &EncodedImage,
+    opts: &GenerateOptions,
+) -> Vec<Generation> {
+    let one = [img];
+    let batch: Vec<BatchPrompt<'_>> = prompts
+        .iter()
+        .map(|(ids, with_image)| BatchPrompt {
+            ids,
+            images: if *with_image { &one } else { &[] },
+        })
+        .collect();
+    model.generate_batch(&batch, opts).unwrap()
+}
+
+fn assert_same(a: &[Generation], b: &[Generation], what: &str) {
+    assert_eq!(a.len(), b.len());
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert_eq!(x.tokens, y.tokens, "{what}: row {i}");
+        assert_eq!(x.finish, y.finish, "{what}: row {i}");
+        assert_eq!(x.decode_steps, y.decode_steps, "{what}: row {i}");
+        assert_eq!(x.prompt_tokens, y.prompt_tokens, "{what}: row {i}");
+    }
+}
+
+/// Rows decoded together per engine: `(tract, ort)`.
+fn check(dir: &Path, max_new_tokens: usize, rows: (usize, usize)) -> Vec<Vec<Generation>> {
+    let c = Case::load(&case_dir(CASE)).unwrap();
+    let mut runs = Vec::new();
+    for (choice, rows) in [(BackendChoice::Tract, rows.0), (BackendChoice::Ort, rows.1)] {
+        let mut model = Model::load(dir, &options(choice)).unwrap();
+        let prompts = prompts(&c, model.manifest().tokens.image_pad);
+        assert_eq!(model.max_decoder_rows(), rows, "{choice:?}");
+        let img = model.encode_image_file(&c.images[0]).unwrap();
+        let want = alone(&mut model, &prompts, &img, &no_eos(max_new_tokens, None));
+        for chunk in [None, Some(9)] {
+            let got = together(&mut model, &prompts, &img, &no_eos(max_new_tokens, chunk));
+            assert_same(&got, &want, &format!("{choice:?}, prefill chunk {chunk:?}"));
+        }
+        runs.push(want);
+    }
+    runs
+}
+
+#[test]
+fn a_batch_generates_what_each_prompt_generates_alone() {
+    let golden = ids("generated_ids", &expected(CASE));
+    let all = ove_runtime::kv::MAX_DECODER_ROWS;
+    let runs = check(&bundle(CASE, Dtype::F32), golden.len(), (all, all));
+    for run in &runs {
+        // The first row is the golden prompt: its continuation is the reference's.
+        assert_eq!(run[0].tokens, golden);
+        assert!(run.iter().all(|g| g.finish == FinishReason::MaxNewTokens));
+    }
+}
+
+#[test]
+fn int4_rows_decode_together_as_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("int4");
+    let mut opts = ExportOptions::new(case_dir(CASE).join("checkpoint"), &dir);
+    // lm_head too: every decoder matmul is int4 (tract's Q4_0 kernels).
+    opts.int4 = Some(Int4Options {
+        lm_head: true,
+        ..Default::default()
+    });
+    export(&opts).unwrap_or_else(|e| panic!("int4 export: {e:#}"));
+    // tract decodes an int4 decoder one row at a time (its Q4_0 matmul is wrong on B*S
+    // rows: runtime/src/backend/tract.rs), ONNX Runtime all rows together.
+    let runs = check(&dir, 8, (1, ove_runtime::kv::MAX_DECODER_ROWS));
+    assert_eq!(runs[0].len(), runs[1].len());
+}
+
+#[test]
+fn rows_that_reach_the_context_bound_stop_alone() {
+    let src = bundle(CASE, Dtype::F32);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bundle");
+    std::fs::create_dir(&dir).unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    // 24 tokens: the 21-token rows stop after 4 tokens, the 18-token row after 7, the
+    // 7-token row runs its 12.
+    let p = dir.join("manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    m["max_context"] = 24.into();
+    std::fs::write(&p, serde_json::to_string_pretty(&m).unwrap()).unwrap();
+    let all = ove_runtime::kv::MAX_DECODER_ROWS;
+    for run in check(&dir, 12, (all, all)) {
+        let lens: Vec<usize> = run.iter().map(|g| g.tokens.len()).collect();
+        assert_eq!(lens, [4, 7, 12, 4]);
+        assert_eq!(run[0].finish, FinishReason::MaxContext);
+        assert_eq!(run[2].finish, FinishReason::MaxNewTokens);
+    }
+}
