@@ -101,6 +101,11 @@ pub struct Quantization {
     /// Which parts were quantized: "decoder_linear", "lm_head", "embeddings", "vision".
     #[serde(default)]
     pub parts: Vec<String>,
+    /// The `accuracy_level` written on the MatMulNBits nodes (ort target): 0 for f32
+    /// matmuls on the dequantized weights, 4 for int8 activations (ONNX Runtime's fast
+    /// kernels). Absent: 0 (bundles before it was recorded, and the TensorRT target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy_level: Option<u8>,
     #[serde(default)]
     pub tensors: Vec<QuantizedTensor>,
 }

@@ -278,6 +278,7 @@ fn write_bundle(
                 block_size: Some(q.block_size()),
                 symmetric: Some(q.symmetric),
                 parts: q.parts(),
+                accuracy_level: (q.target == Int4Target::Ort).then_some(q.accuracy_level),
                 tensors,
             };
             (q, vo, dop)

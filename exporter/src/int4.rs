@@ -95,28 +95,43 @@ pub struct Int4Options {
     /// `GatherBlockQuantized` layout, same block size and symmetry; the runtime dequantizes
     /// only the rows it gathers. A tied lm_head keeps its own (float or `lm_head`) weights.
     pub embeddings: bool,
-    /// `MatMulNBits` attribute `accuracy_level` (ort target): 0 (the default, not written)
-    /// computes in f32; 1-4 let ONNX Runtime use lower-precision activations (4: int8,
-    /// its fast CPU kernels). tract ignores it. At most 4.
+    /// `MatMulNBits` attribute `accuracy_level` (ort target): 0 (not written) computes in
+    /// f32 on exactly dequantized weights; 1-4 let ONNX Runtime use lower-precision
+    /// activations (4, the default: int8, its fast CPU kernels). tract ignores it. At most
+    /// 4; 0 for the TensorRT target.
     pub accuracy_level: u8,
 }
 
 impl Default for Int4Options {
-    /// Decoder linear layers only, ONNX Runtime target, symmetric, block 32.
+    /// What `ove export --int4` does: the decoder's linear layers and lm_head (the largest
+    /// single read of a decoded token) in int4, ONNX Runtime target, symmetric, block 32,
+    /// accuracy level 4 (int8 activations: ONNX Runtime's fast kernels). Its cost against
+    /// [`Int4Options::exact`] is measured in tests/tests/int4.rs.
     fn default() -> Self {
         Self {
             target: Int4Target::Ort,
             block_size: None,
             symmetric: true,
-            lm_head: false,
+            lm_head: true,
             vision: false,
             embeddings: false,
-            accuracy_level: 0,
+            accuracy_level: 4,
         }
     }
 }
 
 impl Int4Options {
+    /// `ove export --int4 --int4-exact`: the decoder's linear layers only (lm_head keeps the
+    /// bundle dtype), accuracy level 0 (f32 matmuls on the exactly dequantized weights): the
+    /// closest int4 gets to the float model. The base for the TensorRT target too.
+    pub fn exact() -> Self {
+        Self {
+            lm_head: false,
+            accuracy_level: 0,
+            ..Self::default()
+        }
+    }
+
     /// The block size in effect.
     pub fn block_size(&self) -> usize {
         self.block_size

@@ -112,7 +112,7 @@ fn compare_case(case: &str, q: &Int4Options) -> (f32, f64, Manifest, Manifest, t
 }
 
 fn check_ort_case(case: &str) {
-    let q = Int4Options::default();
+    let q = Int4Options::exact();
     let (diff, top1, mf, mq, tmp) = compare_case(case, &q);
     check_record(&mq, &q, decoder_linears(&mf));
     assert!(
@@ -175,7 +175,7 @@ fn asym_with_lm_head_and_vision() {
         symmetric: false,
         lm_head: true,
         vision: true,
-        ..Default::default()
+        ..Int4Options::exact()
     };
     let (diff, top1, mf, mq, tmp) = compare_case("one-image", &q);
     let v = &mf.model.vision_config;
@@ -212,7 +212,7 @@ fn tensorrt_pads_k_to_whole_blocks() {
         target: Int4Target::TensorRt,
         block_size: Some(64),
         vision: true,
-        ..Default::default()
+        ..Int4Options::exact()
     };
     let m = export_to(
         &golden("one-image").join("checkpoint"),
@@ -307,7 +307,7 @@ fn tensorrt_block64_layout() {
     let q = Int4Options {
         target: Int4Target::TensorRt,
         block_size: Some(64),
-        ..Default::default()
+        ..Int4Options::exact()
     };
     let m = export_to(&ck, &out, Some(q.clone()));
     check_record(&m, &q, decoder_linears(&m));
@@ -378,7 +378,7 @@ fn invalid_int4_options_are_errors() {
                 target: Int4Target::TensorRt,
                 symmetric: false,
                 block_size: Some(64),
-                ..Default::default()
+                ..Int4Options::exact()
             },
             "symmetric",
         ),
@@ -386,21 +386,21 @@ fn invalid_int4_options_are_errors() {
             Int4Options {
                 target: Int4Target::TensorRt,
                 block_size: Some(32),
-                ..Default::default()
+                ..Int4Options::exact()
             },
             "64 or 128",
         ),
         (
             Int4Options {
                 block_size: Some(48),
-                ..Default::default()
+                ..Int4Options::exact()
             },
             "power of two",
         ),
         (
             Int4Options {
                 accuracy_level: 5,
-                ..Default::default()
+                ..Int4Options::exact()
             },
             "0 to 4",
         ),
@@ -409,7 +409,7 @@ fn invalid_int4_options_are_errors() {
                 target: Int4Target::TensorRt,
                 block_size: Some(64),
                 accuracy_level: 4,
-                ..Default::default()
+                ..Int4Options::exact()
             },
             "--target ort only",
         ),
@@ -422,8 +422,8 @@ fn invalid_int4_options_are_errors() {
     }
 }
 
-/// `--int4-accuracy-level 4` writes MatMulNBits' `accuracy_level` on every node; the
-/// default (0) writes none, so default bundles are unchanged.
+/// Accuracy level 4 (the `--int4` default) writes MatMulNBits' `accuracy_level` on every
+/// node, lm_head's included; the exact path (0) writes none.
 #[test]
 fn accuracy_level_attribute() {
     let tmp = tempfile::tempdir().unwrap();
@@ -445,17 +445,13 @@ fn accuracy_level_attribute() {
             })
             .collect()
     };
-    let fast = levels(
-        Int4Options {
-            accuracy_level: 4,
-            ..Default::default()
-        },
-        "fast",
-    );
+    let fast = levels(Int4Options::default(), "fast");
     assert!(
         !fast.is_empty() && fast.iter().all(|l| *l == Some(4)),
         "{fast:?}"
     );
-    let exact = levels(Int4Options::default(), "exact");
+    let exact = levels(Int4Options::exact(), "exact");
     assert!(exact.iter().all(Option::is_none), "{exact:?}");
+    // lm_head is the one MatMulNBits more.
+    assert_eq!(fast.len(), exact.len() + 1);
 }

@@ -51,10 +51,17 @@ pub struct Args {
     /// --ctc-head).
     #[arg(long, value_enum, default_value_t = LineReaderArg::Decoder)]
     pub line_reader: LineReaderArg,
-    /// Quantize weights to int4 (weight-only, blockwise round-to-nearest). By default only
-    /// the decoder's linear layers (q, k, v, o, gate, up, down); the rest keep --dtype.
+    /// Quantize weights to int4 (weight-only, blockwise round-to-nearest): the decoder's
+    /// linear layers (q, k, v, o, gate, up, down) and lm_head, with MatMulNBits accuracy
+    /// level 4 (int8 activations, ONNX Runtime's fast CPU kernels) on the ort target; the
+    /// rest keeps --dtype. --int4-exact for the closest int4 gets to the float model.
     #[arg(long)]
     pub int4: bool,
+    /// The exact int4 path: lm_head keeps --dtype and the matmuls run in f32 on the
+    /// dequantized weights (accuracy level 0). Slower: the f32 lm_head is most of what a
+    /// decoded token reads.
+    #[arg(long, requires = "int4", conflicts_with_all = ["int4_accuracy_level", "quantize_lm_head"])]
+    pub int4_exact: bool,
     /// int4 block size (values of K per scale) [default: 32 for ort, 128 for tensorrt].
     #[arg(long, requires = "int4")]
     pub block_size: Option<usize>,
@@ -67,8 +74,11 @@ pub struct Args {
     /// activation: the product is unchanged).
     #[arg(long, default_value = "ort", value_parser = parse_target, requires = "int4")]
     pub target: Int4Target,
-    /// Also quantize lm_head.
-    #[arg(long, requires = "int4")]
+    /// Keep lm_head in --dtype (it is int4 by default).
+    #[arg(long, requires = "int4", conflicts_with = "quantize_lm_head")]
+    pub keep_lm_head: bool,
+    /// Quantize lm_head (the default; kept for scripts written before it was).
+    #[arg(long, requires = "int4", hide = true)]
     pub quantize_lm_head: bool,
     /// Also quantize the vision encoder and merger linear layers.
     #[arg(long, requires = "int4")]
@@ -80,13 +90,13 @@ pub struct Args {
     /// affected (it is quantized only by --quantize-lm-head).
     #[arg(long, requires = "int4")]
     pub quantize_embeddings: bool,
-    /// MatMulNBits accuracy_level written into the graph (ort target): 0 computes in f32
-    /// (exact; default), 4 lets ONNX Runtime quantize activations to int8 for its fast
-    /// int4 kernels (faster on CPU, slightly less accurate); 1-3 for f32/f16/bf16
+    /// MatMulNBits accuracy_level written into the graph (ort target) [default: 4; 0 with
+    /// --int4-exact or --target tensorrt]: 4 lets ONNX Runtime quantize activations to int8
+    /// for its fast int4 kernels, 0 computes in f32 (exact); 1-3 for f32/f16/bf16
     /// activations where supported. tract ignores it.
-    #[arg(long, value_name = "N", default_value_t = 0,
+    #[arg(long, value_name = "N",
           value_parser = clap::value_parser!(u8).range(0..=4), requires = "int4")]
-    pub int4_accuracy_level: u8,
+    pub int4_accuracy_level: Option<u8>,
 }
 
 /// `--line-reader`.
@@ -112,14 +122,19 @@ fn parse_dtype(s: &str) -> Result<Dtype, String> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let base = if args.int4_exact || args.target != Int4Target::Ort {
+        Int4Options::exact()
+    } else {
+        Int4Options::default()
+    };
     let int4 = args.int4.then_some(Int4Options {
         target: args.target,
         block_size: args.block_size,
         symmetric: !args.int4_asym,
-        lm_head: args.quantize_lm_head,
+        lm_head: !args.int4_exact && !args.keep_lm_head,
         vision: args.quantize_vision,
         embeddings: args.quantize_embeddings,
-        accuracy_level: args.int4_accuracy_level,
+        accuracy_level: args.int4_accuracy_level.unwrap_or(base.accuracy_level),
     });
     let opts = ExportOptions {
         checkpoint: args.checkpoint,
@@ -158,7 +173,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// ", int4 ort block 32 sym (decoder_linear; 196 tensors, worst rel error 0.091)" or "".
+/// ", int4 ort block 32 sym accuracy level 4 (decoder_linear, lm_head; 197 tensors, worst
+/// rel error 0.091)" or "".
 fn quant_summary(q: &ove_core::manifest::Quantization) -> String {
     if q.scheme == "none" {
         return String::new();
@@ -169,7 +185,7 @@ fn quant_summary(q: &ove_core::manifest::Quantization) -> String {
         .map(|t| t.rel_frobenius_error)
         .fold(0.0, f64::max);
     format!(
-        ", {} {} block {} {} ({}; {} tensors, worst rel error {:.3})",
+        ", {} {} block {} {}{} ({}; {} tensors, worst rel error {:.3})",
         q.scheme,
         q.target.as_deref().unwrap_or("?"),
         q.block_size.unwrap_or(0),
@@ -178,6 +194,9 @@ fn quant_summary(q: &ove_core::manifest::Quantization) -> String {
         } else {
             "sym"
         },
+        q.accuracy_level
+            .map(|l| format!(" accuracy level {l}"))
+            .unwrap_or_default(),
         q.parts.join(", "),
         q.tensors.len(),
         worst
