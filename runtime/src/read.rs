@@ -120,15 +120,8 @@ pub fn read_lines_decoder(
 /// Reads one line crop with the bundle's CTC head: the vision encoder alone, its patch
 /// columns through the head, greedy CTC decoding.
 pub fn read_line_ctc(model: &mut Model, crop: &RgbImage) -> Result<String> {
-    let merge = model.manifest().model.vision_config.spatial_merge_size;
-    let encoded = encode_rgb(model, crop)?;
-    let head = model
-        .ctc_head()
-        .context("the bundle carries no CTC head (export with --ctc-head)")?;
-    Ok(head
-        .read(&encoded.vision_tokens, encoded.grid_thw, merge)?
-        .trim()
-        .to_string())
+    let mut texts = read_lines_ctc(model, [crop.clone()], 1)?;
+    Ok(texts.pop().unwrap_or_default())
 }
 
 /// Reads line crops with the bundle's CTC head, `batch` crops per encoder call (see

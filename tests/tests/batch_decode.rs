@@ -178,3 +178,38 @@ fn rows_that_reach_the_context_bound_stop_alone() {
         assert_eq!(run[2].finish, FinishReason::MaxNewTokens);
     }
 }
+
+/// A bundle from before the batched decoder (the built-in model, schema 3 while it is not
+/// re-exported) still loads, and its prompts decode one at a time with the same result.
+#[test]
+fn an_unbatched_bundle_decodes_rows_one_at_a_time() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/default-ocr");
+    let prompts: Vec<(Vec<i64>, bool)> =
+        vec![((20..32).collect(), false), ((40..45).collect(), false)];
+    for choice in [BackendChoice::Tract, BackendChoice::Ort] {
+        let mut model = Model::load(&dir, &options(choice)).unwrap();
+        let batched = model.manifest().graphs.decoder_batch;
+        assert_eq!(batched, model.manifest().schema_version >= 4);
+        let rows = if batched {
+            ove_runtime::kv::MAX_DECODER_ROWS
+        } else {
+            1
+        };
+        assert_eq!(model.max_decoder_rows(), rows, "{choice:?}");
+        let opts = no_eos(4, None);
+        let ids: Vec<BatchPrompt<'_>> = prompts
+            .iter()
+            .map(|(ids, _)| BatchPrompt { ids, images: &[] })
+            .collect();
+        let together = model.generate_batch(&ids, &opts).unwrap();
+        let alone: Vec<Generation> = prompts
+            .iter()
+            .map(|(ids, _)| {
+                model
+                    .generate(ids, &[], &opts, |_| ControlFlow::Continue(()))
+                    .unwrap()
+            })
+            .collect();
+        assert_same(&together, &alone, &format!("{choice:?}"));
+    }
+}
