@@ -13,25 +13,10 @@ use common::*;
 use ove_exporter::{export, Dtype, ExportOptions, Int4Options};
 use ove_runtime::trace::Case;
 use ove_runtime::{
-    BackendChoice, BackendOptions, BatchPrompt, EncodedImage, FinishReason, GenerateOptions,
-    Generation, LoadOptions, Model, OrtOptions,
+    BackendChoice, BatchPrompt, EncodedImage, FinishReason, GenerateOptions, Generation, Model,
 };
 
 const CASE: &str = "one-image";
-
-fn options(choice: BackendChoice) -> LoadOptions {
-    LoadOptions {
-        backend: BackendOptions {
-            choice,
-            threads: None,
-            ort: OrtOptions {
-                library: (choice == BackendChoice::Ort).then(ort_library),
-                ..Default::default()
-            },
-        },
-        ..Default::default()
-    }
-}
 
 fn no_eos(max_new_tokens: usize, prefill_chunk: Option<usize>) -> GenerateOptions {
     GenerateOptions {
@@ -110,7 +95,7 @@ fn check(dir: &Path, max_new_tokens: usize, rows: (usize, usize)) -> Vec<Vec<Gen
     let c = Case::load(&case_dir(CASE)).unwrap();
     let mut runs = Vec::new();
     for (choice, rows) in [(BackendChoice::Tract, rows.0), (BackendChoice::Ort, rows.1)] {
-        let mut model = Model::load(dir, &options(choice)).unwrap();
+        let mut model = load(dir, choice);
         let prompts = prompts(&c, model.manifest().tokens.image_pad);
         assert_eq!(model.max_decoder_rows(), rows, "{choice:?}");
         let img = model.encode_image_file(&c.images[0]).unwrap();
@@ -155,21 +140,10 @@ fn int4_rows_decode_together_as_alone() {
 
 #[test]
 fn rows_that_reach_the_context_bound_stop_alone() {
-    let src = bundle(CASE, Dtype::F32);
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("bundle");
-    std::fs::create_dir(&dir).unwrap();
-    for e in std::fs::read_dir(&src).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
-    }
+    let (_tmp, dir) = copy_bundle_of(CASE);
     // 24 tokens: the 21-token rows stop after 4 tokens, the 18-token row after 7, the
     // 7-token row runs its 12.
-    let p = dir.join("manifest.json");
-    let mut m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-    m["max_context"] = 24.into();
-    std::fs::write(&p, serde_json::to_string_pretty(&m).unwrap()).unwrap();
+    edit_manifest(&dir, |m| m["max_context"] = 24.into());
     let all = ove_runtime::kv::MAX_DECODER_ROWS;
     for run in check(&dir, 12, (all, all)) {
         let lens: Vec<usize> = run.iter().map(|g| g.tokens.len()).collect();
@@ -187,7 +161,7 @@ fn an_unbatched_bundle_decodes_rows_one_at_a_time() {
     let prompts: Vec<(Vec<i64>, bool)> =
         vec![((20..32).collect(), false), ((40..45).collect(), false)];
     for choice in [BackendChoice::Tract, BackendChoice::Ort] {
-        let mut model = Model::load(&dir, &options(choice)).unwrap();
+        let mut model = load(&dir, choice);
         let batched = model.manifest().graphs.decoder_batch;
         assert_eq!(batched, model.manifest().schema_version >= 4);
         let rows = if batched {

@@ -25,27 +25,6 @@ fn copy_bundle() -> (tempfile::TempDir, PathBuf) {
     copy_bundle_of(CASE)
 }
 
-/// A private, writable copy of a case's f32 bundle.
-fn copy_bundle_of(case: &str) -> (tempfile::TempDir, PathBuf) {
-    let src = bundle(case, Dtype::F32);
-    let tmp = tempfile::tempdir().unwrap();
-    let dst = tmp.path().join("bundle");
-    std::fs::create_dir(&dst).unwrap();
-    for e in std::fs::read_dir(&src).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
-    }
-    (tmp, dst)
-}
-
-fn edit_manifest(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
-    let p = dir.join("manifest.json");
-    let mut v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-    f(&mut v);
-    std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap()).unwrap();
-}
-
 fn tract_opts() -> LoadOptions {
     LoadOptions {
         backend: BackendOptions {

@@ -124,3 +124,24 @@ pub fn ids(name: &str, t: &BTreeMap<String, Tensor>) -> Vec<i64> {
         .to_i64()
         .unwrap()
 }
+
+/// A private, writable copy of a case's f32 bundle (the directory goes with the TempDir).
+pub fn copy_bundle_of(case: &str) -> (tempfile::TempDir, PathBuf) {
+    let src = bundle(case, Dtype::F32);
+    let tmp = tempfile::tempdir().unwrap();
+    let dst = tmp.path().join("bundle");
+    std::fs::create_dir(&dst).unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+    }
+    (tmp, dst)
+}
+
+pub fn edit_manifest(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let p = dir.join("manifest.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    f(&mut v);
+    std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+}
