@@ -23,6 +23,7 @@ pub mod cmd;
 pub mod ctc;
 pub mod decoder;
 pub mod device;
+pub mod dist;
 pub mod jsonl;
 pub mod layers;
 pub mod merger;

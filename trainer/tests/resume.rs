@@ -67,6 +67,7 @@ fn train_run(data: &Path, out: &Path, stage: StageConfig, steps: usize) -> Train
         eval_every: None,
         packed: None,
         bf16: false,
+        zero1: false,
     }
 }
 

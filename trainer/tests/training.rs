@@ -230,3 +230,75 @@ fn gradients_are_clipped_to_the_limit() {
     let after = ove_train::train::clip_grad_norm(&opt.tensors(), f64::INFINITY);
     assert!((after - 1.0).abs() < 1e-4, "norm after clipping {after}");
 }
+
+/// Five steps with `opt.step` (libtorch's fused AdamW kernel) or `opt.step_elementwise`
+/// (the update written out): the losses.
+fn five_updates(l: &LoadedModel, opt: &mut AdamW, fused: bool) -> Vec<f64> {
+    let batch = pack(
+        &[case_sample("one-image"), case_sample("two-images")],
+        Device::Cpu,
+    )
+    .unwrap();
+    (0..5)
+        .map(|_| {
+            opt.zero_grad();
+            let (sum, n) = batch_loss_sum(&l.model, &batch).unwrap();
+            let loss = sum / n as f64;
+            loss.backward();
+            ove_train::train::clip_grad_norm(&opt.tensors(), 1.0);
+            if fused {
+                opt.step(1e-3).unwrap();
+            } else {
+                opt.step_elementwise(1e-3);
+            }
+            loss.double_value(&[])
+        })
+        .collect()
+}
+
+/// The fused kernel is the same AdamW (decoupled decay on matrices only, bias correction,
+/// f32 masters of bf16 parameters) as the elementwise reference.
+#[test]
+fn fused_adamw_matches_the_elementwise_update() {
+    for bf16 in [false, true] {
+        let (mut a, mut b) = (model(), model());
+        if bf16 {
+            a.vs.bfloat16();
+            b.vs.bfloat16();
+        }
+        let cfg = AdamWConfig {
+            weight_decay: 0.1,
+            ..AdamWConfig::default()
+        };
+        set_trainable(&a.vs, &["all".to_string()]).unwrap();
+        set_trainable(&b.vs, &["all".to_string()]).unwrap();
+        let (mut oa, mut ob) = (AdamW::new(&a.vs, cfg), AdamW::new(&b.vs, cfg));
+        let la = five_updates(&a, &mut oa, true);
+        let lb = five_updates(&b, &mut ob, false);
+        println!("bf16 {bf16}: fused {la:?}\n          elementwise {lb:?}");
+        let tol = if bf16 { 2e-3 } else { 1e-6 };
+        for (x, y) in la.iter().zip(&lb) {
+            assert!((x - y).abs() <= tol * x.abs().max(1.0), "loss {x} vs {y}");
+        }
+        let mut worst = 0.0f64;
+        for (p, q) in oa.params.iter().zip(&ob.params) {
+            assert_eq!(p.name, q.name);
+            let (x, y) = match (&p.master, &q.master) {
+                (Some(x), Some(y)) => (x, y),
+                _ => (&p.param, &q.param),
+            };
+            let d = (x - y).abs().max().double_value(&[]);
+            worst = worst.max(d);
+            let dm = (&p.exp_avg - &q.exp_avg).abs().max().double_value(&[]);
+            assert!(dm <= tol, "{}: first moments differ by {dm}", p.name);
+        }
+        println!("bf16 {bf16}: max |master difference| {worst:.3e}");
+        assert!(worst <= tol, "weights differ by {worst}");
+        // Weight decay reached the matrices: the update is not a no-op.
+        let moved = oa
+            .params
+            .iter()
+            .any(|p| p.decay && p.param.grad().defined());
+        assert!(moved);
+    }
+}

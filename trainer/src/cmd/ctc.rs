@@ -221,8 +221,8 @@ impl CtcArgs {
             }
             loss.backward();
             let grad_norm = clip_grad_norm(&params, self.grad_clip);
-            opt.step(lr);
-            head_opt.step(lr);
+            opt.step(lr)?;
+            head_opt.step(lr)?;
             let seconds = t0.elapsed().as_secs_f64();
             let patches: usize = batch
                 .grids

@@ -8,6 +8,7 @@
 //! precision (bf16 on a GPU, f32 on the CPU unless `--precision` says otherwise).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tch::Device;
@@ -16,7 +17,9 @@ use tracing::info;
 use super::LOG_TARGET;
 use crate::checkpoint::{SaveDtype, SaveOptions};
 use crate::device::parse_device;
-use crate::train::run::{run as run_training, TrainRun};
+use crate::dist::launch::run_local_ranks;
+use crate::dist::{Dist, LaunchEnv};
+use crate::train::run::{run_in, TrainRun};
 use crate::train::StageConfig;
 
 /// Training precision.
@@ -92,6 +95,18 @@ pub struct TrainArgs {
     /// AdamW moments) or f32. Default: bf16 on a GPU, f32 on the CPU.
     #[arg(long, value_enum)]
     pub precision: Option<Precision>,
+    /// Shard AdamW's moments and f32 master weights over the ranks of a data-parallel
+    /// run (ZeRO-1): each rank holds 1/WORLD_SIZE of the optimizer state.
+    #[arg(long)]
+    pub zero1: bool,
+    /// Start this many ranks on this machine (data parallel over Gloo), as
+    /// `torchrun --nproc-per-node N --no-python ove-train train ...` does.
+    #[arg(long, value_name = "N")]
+    pub nproc_per_node: Option<usize>,
+    /// Seconds a collective may wait for the other ranks: a rank that died or hangs
+    /// makes the others stop with an error after at most this long.
+    #[arg(long, default_value_t = 300, value_name = "S")]
+    pub dist_timeout_s: u64,
 }
 
 /// The device `--device` / `--cuda` name: `--cuda` is `--device cuda` (a GPU or an error
@@ -141,11 +156,32 @@ impl TrainArgs {
                 Some(p) => p == Precision::Bf16,
                 None => device != Device::Cpu,
             },
+            zero1: self.zero1,
         })
     }
 
     /// Trains and prints the first and last loss and where the result went.
     pub fn run(self) -> Result<()> {
+        let timeout = Duration::from_secs(self.dist_timeout_s.max(1));
+        if let Some(n) = self.nproc_per_node {
+            return run_local_ranks(n, timeout);
+        }
+        // Under torchrun (or a plain env launch) WORLD_SIZE and friends say who we are.
+        let dist = LaunchEnv::from_env()?
+            .map(|env| Dist::init(env, timeout))
+            .transpose()?;
+        if let Some(d) = &dist {
+            anyhow::ensure!(
+                self.device
+                    .as_deref()
+                    .is_none_or(|d| d.trim().eq_ignore_ascii_case("cpu"))
+                    && !self.cuda,
+                "data-parallel training runs over Gloo on the CPU here (rank {} of {}); the \
+                 NCCL path for GPUs is not built yet",
+                d.rank(),
+                d.world()
+            );
+        }
         let run = self.into_run()?;
         info!(
             target: LOG_TARGET,
@@ -153,7 +189,10 @@ impl TrainArgs {
             device = ?run.device,
             "training"
         );
-        let history = run_training(&run)?;
+        let history = run_in(&run, dist.as_ref())?;
+        if dist.as_ref().is_some_and(|d| !d.is_main()) {
+            return Ok(());
+        }
         let stopped_early = run.stop_after.is_some_and(|s| s < run.steps);
         if let (Some(first), Some(last)) = (history.first(), history.last()) {
             println!(

@@ -136,7 +136,7 @@ pub fn run_bench(cfg: &BenchConfig, device: Device) -> Result<BenchReport> {
         loss.f_backward()?;
         let t_bwd = phase_mark(&mut mark);
         let grad_norm = clip_grad_norm(&opt.tensors(), cfg.grad_clip);
-        opt.step(cfg.lr);
+        opt.step(cfg.lr)?;
         let loss = loss.double_value(&[]);
         synchronize(device);
         let t_opt = phase_mark(&mut mark);

@@ -8,8 +8,11 @@
 //! Frozen parameters (`requires_grad` false, see [`crate::train::stage::set_trainable`])
 //! get no gradient and no optimizer state: the optimizer never sees them.
 
+use anyhow::Result;
 use tch::nn::VarStore;
 use tch::{Kind, Tensor};
+
+use crate::train::fused::{foreach_copy, fused_adamw, grad_for};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamWConfig {
@@ -108,8 +111,71 @@ impl AdamW {
     }
 
     /// One AdamW update at learning rate `lr` (every trained parameter has a gradient, zero
-    /// where the step did not reach it; an undefined one is skipped).
-    pub fn step(&mut self, lr: f64) {
+    /// where the step did not reach it; an undefined one is skipped), through libtorch's
+    /// fused kernel (`torch.optim.AdamW(fused=True)`): one call for the decayed matrices,
+    /// one for the rest, on the f32 masters of low-precision parameters, then one foreach
+    /// copy of the masters into those parameters.
+    pub fn step(&mut self, lr: f64) -> Result<()> {
+        self.steps += 1;
+        let c = self.config;
+        tch::no_grad(|| -> Result<()> {
+            for decayed in [true, false] {
+                let group: Vec<&ParamState> = self
+                    .params
+                    .iter()
+                    .filter(|p| (p.decay && c.weight_decay != 0.0) == decayed)
+                    .filter(|p| p.param.grad().defined())
+                    .collect();
+                let target = |p: &ParamState| p.master.as_ref().unwrap_or(&p.param).shallow_clone();
+                let targets: Vec<Tensor> = group.iter().map(|p| target(p)).collect();
+                let grads: Vec<Tensor> = group
+                    .iter()
+                    .map(|p| grad_for(target(p).kind(), &p.param.grad()))
+                    .collect();
+                let m: Vec<Tensor> = group.iter().map(|p| p.exp_avg.shallow_clone()).collect();
+                let v: Vec<Tensor> = group.iter().map(|p| p.exp_avg_sq.shallow_clone()).collect();
+                // The fused kernel takes one dtype a call: f32 masters and f32 parameters
+                // may share it, but keep them apart in case a double parameter comes along.
+                let mut kinds: Vec<Kind> = targets.iter().map(|t| t.kind()).collect();
+                kinds.sort_by_key(|k| format!("{k:?}"));
+                kinds.dedup();
+                for kind in kinds {
+                    let pick = |ts: &[Tensor]| -> Vec<Tensor> {
+                        ts.iter()
+                            .zip(&targets)
+                            .filter(|(_, t)| t.kind() == kind)
+                            .map(|(x, _)| x.shallow_clone())
+                            .collect()
+                    };
+                    fused_adamw(
+                        &pick(&targets),
+                        &pick(&grads),
+                        &pick(&m),
+                        &pick(&v),
+                        self.steps,
+                        lr,
+                        &c,
+                        if decayed { c.weight_decay } else { 0.0 },
+                    )?;
+                }
+            }
+            let (params, masters): (Vec<Tensor>, Vec<Tensor>) = self
+                .params
+                .iter()
+                .filter(|p| p.param.grad().defined())
+                .filter_map(|p| {
+                    p.master
+                        .as_ref()
+                        .map(|m| (p.param.shallow_clone(), m.shallow_clone()))
+                })
+                .unzip();
+            foreach_copy(&params, &masters)
+        })
+    }
+
+    /// The same update written out elementwise (~8 kernels a parameter): the reference the
+    /// fused kernel is tested against.
+    pub fn step_elementwise(&mut self, lr: f64) {
         self.steps += 1;
         let c = self.config;
         let bias1 = 1.0 - c.beta1.powi(self.steps as i32);

@@ -12,6 +12,8 @@ use tch::Device;
 use tracing::{info, warn};
 
 use crate::checkpoint::{load_model, save_checkpoint, SaveOptions};
+use crate::dist::zero::{unsharded_state_bytes, OptimizerMemory, ZeroAdamW};
+use crate::dist::Dist;
 use crate::train::binpack::SplitMix64;
 use crate::train::data::{read_data, read_jsonl};
 use crate::train::optim::AdamW;
@@ -19,7 +21,7 @@ use crate::train::pack_manifest::read_bins;
 use crate::train::packing::{pack, plan_bins, PackedBatch, Sample};
 use crate::train::resume::{self, DataCursor, TrainerState};
 use crate::train::stage::{set_trainable, StageConfig};
-use crate::train::step::{batch_loss_sum, train_step, StepStats};
+use crate::train::step::{batch_loss_sum, train_step_with, StepOptimizer, StepStats};
 
 #[derive(Debug, Clone)]
 pub struct TrainRun {
@@ -57,6 +59,9 @@ pub struct TrainRun {
     /// Parameters and compute in bf16, with f32 master weights and moments in AdamW (the
     /// GPU recipe); f32 otherwise. Checkpoints hold the bf16 weights (widened to --dtype).
     pub bf16: bool,
+    /// ZeRO-1 (needs a process group): AdamW's moments and f32 masters sharded over the
+    /// ranks.
+    pub zero1: bool,
 }
 
 /// Mean token loss of `samples` (no gradients), in micro-batches of the stage's layout.
@@ -88,11 +93,17 @@ fn micro_batches(
     pack_length: Option<usize>,
     device: Device,
 ) -> Result<Vec<PackedBatch>> {
+    plan_micro_batches(samples, pack_length)
+        .iter()
+        .map(|members| pack(members, device))
+        .collect()
+}
+
+/// Which samples each micro-batch of [`micro_batches`] holds (nothing packed yet, so that
+/// a rank packs only its share).
+fn plan_micro_batches(samples: &[&Sample], pack_length: Option<usize>) -> Vec<Vec<Sample>> {
     match pack_length {
-        None => samples
-            .iter()
-            .map(|s| pack(std::slice::from_ref(*s), device))
-            .collect(),
+        None => samples.iter().map(|s| vec![(*s).clone()]).collect(),
         Some(cap) => {
             let lengths: Vec<usize> = samples.iter().map(|s| s.len()).collect();
             let (bins, dropped) = plan_bins(&lengths, cap);
@@ -104,11 +115,32 @@ fn micro_batches(
                 );
             }
             bins.iter()
-                .map(|bin| {
-                    let members: Vec<Sample> = bin.iter().map(|&i| samples[i].clone()).collect();
-                    pack(&members, device)
-                })
+                .map(|bin| bin.iter().map(|&i| samples[i].clone()).collect())
                 .collect()
+        }
+    }
+}
+
+/// Whether micro-batch `index` of a step is this rank's: round robin over the ranks.
+fn is_mine(index: usize, dist: Option<&Dist>) -> bool {
+    dist.is_none_or(|d| index % d.world() == d.rank())
+}
+
+/// The test knob for fault tests: `OVE_TRAIN_KILL_AT_STEP=N` (with `OVE_TRAIN_KILL_RANK=R`,
+/// default 0) makes that rank kill itself with SIGKILL when step N begins, as a crash or
+/// an OOM kill would.
+fn fault_injection(step: usize, rank: usize) {
+    let at = std::env::var("OVE_TRAIN_KILL_AT_STEP")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok());
+    let who = std::env::var("OVE_TRAIN_KILL_RANK")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok());
+    if at == Some(step) && who.unwrap_or(0) == rank {
+        warn!(step, rank, "OVE_TRAIN_KILL_AT_STEP: killing this process");
+        // SAFETY: kill(2) on our own pid.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
         }
     }
 }
@@ -151,7 +183,21 @@ pub fn default_peak_flops(device: Device) -> f64 {
 /// `OUT` when the last step is done. A non-finite loss or gradient norm stops the run
 /// before the step is applied, with an error naming the last good checkpoint.
 pub fn run(cfg: &TrainRun) -> Result<Vec<StepStats>> {
+    run_in(cfg, None)
+}
+
+/// [`run`] as one rank of a data-parallel group (`None`: one process). Every rank draws
+/// the same global batches and runs its share of their micro-batches (see
+/// [`crate::dist`]); rank 0 writes the metrics, the evaluation and the checkpoints.
+/// With `cfg.zero1` the optimizer state is sharded over the ranks.
+pub fn run_in(cfg: &TrainRun, dist: Option<&Dist>) -> Result<Vec<StepStats>> {
     tch::manual_seed(cfg.seed);
+    let main = dist.is_none_or(|d| d.is_main());
+    ensure!(
+        !cfg.zero1 || dist.is_some(),
+        "ZeRO-1 shards the optimizer over a process group: launch with torchrun or \
+         --nproc-per-node (WORLD_SIZE set)"
+    );
     let resume_dir = cfg.resume.as_deref().map(resume::resolve).transpose()?;
     let state = resume_dir.as_deref().map(resume::read_state).transpose()?;
     let mut loaded = load_model(resume_dir.as_deref().unwrap_or(&cfg.checkpoint), cfg.device)?;
@@ -160,6 +206,10 @@ pub fn run(cfg: &TrainRun) -> Result<Vec<StepStats>> {
         // that is not f32.
         loaded.vs.bfloat16();
     }
+    if let Some(d) = dist {
+        d.broadcast_vars(&loaded.vs)
+            .context("starting every rank from rank 0's weights")?;
+    }
     let split = set_trainable(&loaded.vs, &cfg.stage.trainable)?;
     info!(
         stage = %cfg.stage.name,
@@ -167,7 +217,7 @@ pub fn run(cfg: &TrainRun) -> Result<Vec<StepStats>> {
         frozen = split.frozen.len(),
         "parameters"
     );
-    let mut opt = AdamW::new(&loaded.vs, cfg.stage.adamw());
+    let mut full = AdamW::new(&loaded.vs, cfg.stage.adamw());
     let config = &loaded.checkpoint.config;
     let data = read_data(&cfg.data, config, loaded.checkpoint.preprocessor.as_ref())?;
     let samples = data.samples;
@@ -245,12 +295,16 @@ pub fn run(cfg: &TrainRun) -> Result<Vec<StepStats>> {
             st.samples.to_string(),
             units.len().to_string(),
         )?;
-        resume::load_optimizer(dir, &mut opt, st)?;
+        resume::load_optimizer(dir, &mut full, st)?;
         first_step = st.step;
         cursor = st.data;
         info!(from = %dir.display(), step = first_step, "resumed");
     }
     let mut order = epoch_order(units.len(), cursor.rng);
+    let mut opt = match (dist, cfg.zero1) {
+        (Some(d), true) => Held::Zero1(ZeroAdamW::from_full(full, d)?),
+        _ => Held::Full(full),
+    };
 
     std::fs::create_dir_all(&cfg.out).with_context(|| format!("creating {}", cfg.out.display()))?;
     if resume_dir.is_none() {
@@ -258,13 +312,23 @@ pub fn run(cfg: &TrainRun) -> Result<Vec<StepStats>> {
         let _ = std::fs::remove_file(cfg.out.join("eval.jsonl"));
     }
     let metrics_path = cfg.out.join("metrics.jsonl");
-    let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(resume_dir.is_some())
-        .write(true)
-        .truncate(resume_dir.is_none())
-        .open(&metrics_path)
-        .with_context(|| format!("opening {}", metrics_path.display()))?;
+    // Rank 0 alone writes the run's files.
+    let mut metrics = if main {
+        Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(resume_dir.is_some())
+                .write(true)
+                .truncate(resume_dir.is_none())
+                .open(&metrics_path)
+                .with_context(|| format!("opening {}", metrics_path.display()))?,
+        )
+    } else {
+        None
+    };
+    if let Some(d) = dist {
+        report_distributed(cfg, d, &opt)?;
+    }
     let n_params: i64 = loaded
         .vs
         .variables()
@@ -277,7 +341,11 @@ pub fn run(cfg: &TrainRun) -> Result<Vec<StepStats>> {
 
     let schedule = cfg.stage.schedule(cfg.steps);
     let end = cfg.stop_after.map_or(cfg.steps, |s| s.min(cfg.steps));
-    let bar = ProgressBar::new(cfg.steps as u64);
+    let bar = if main {
+        ProgressBar::new(cfg.steps as u64)
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_position(first_step as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
@@ -286,6 +354,7 @@ pub fn run(cfg: &TrainRun) -> Result<Vec<StepStats>> {
     let mut last_good = resume_dir.clone();
     let mut history = Vec::with_capacity(end.saturating_sub(first_step));
     for step in first_step..end {
+        fault_injection(step, dist.map_or(0, |d| d.rank()));
         let mut chosen: Vec<&[usize]> = Vec::with_capacity(gbs);
         let mut count = 0;
         while count < gbs {
@@ -300,30 +369,40 @@ pub fn run(cfg: &TrainRun) -> Result<Vec<StepStats>> {
             chosen.push(unit);
             cursor.offset += 1;
         }
-        let micro = if cfg.packed.is_some() {
+        let plan: Vec<Vec<Sample>> = if cfg.packed.is_some() {
             chosen
                 .iter()
-                .map(|bin| {
-                    let members: Vec<Sample> = bin.iter().map(|&i| samples[i].clone()).collect();
-                    pack(&members, cfg.device)
-                })
-                .collect::<Result<Vec<_>>>()?
+                .map(|bin| bin.iter().map(|&i| samples[i].clone()).collect())
+                .collect()
         } else {
             let flat: Vec<&Sample> = chosen
                 .iter()
                 .flat_map(|u| u.iter().map(|&i| &samples[i]))
                 .collect();
-            micro_batches(&flat, cfg.stage.data.pack_length, cfg.device)?
+            plan_micro_batches(&flat, cfg.stage.data.pack_length)
         };
-        let tokens: usize = micro.iter().map(|b| b.len()).sum();
-        if micro.iter().all(|b| b.num_targets == 0) {
+        // The whole step's figures, which every rank knows from the plan.
+        let tokens: usize = plan.iter().flatten().map(|s| s.len()).sum();
+        if plan.iter().flatten().all(|s| s.num_targets() == 0) {
             warn!(step, "no target tokens in this step; skipped");
             continue;
         }
+        let micro = plan
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| is_mine(*i, dist))
+            .map(|(_, members)| pack(members, cfg.device))
+            .collect::<Result<Vec<_>>>()?;
         let started = Instant::now();
-        let stats = train_step(
+        let step_opt = match (&mut opt, dist) {
+            (Held::Full(o), None) => StepOptimizer::Local(o),
+            (Held::Full(o), Some(d)) => StepOptimizer::DataParallel(o, d),
+            (Held::Zero1(o), Some(d)) => StepOptimizer::Zero1(o, d),
+            (Held::Zero1(_), None) => unreachable!("ZeRO-1 is only built with a group"),
+        };
+        let stats = train_step_with(
             &loaded.model,
-            &mut opt,
+            step_opt,
             &micro,
             schedule.lr(step),
             cfg.stage.optimizer.grad_clip,
@@ -350,12 +429,14 @@ pub fn run(cfg: &TrainRun) -> Result<Vec<StepStats>> {
             tokens_per_s: tokens as f64 / seconds,
             mfu: 6.0 * n_params as f64 * tokens as f64 / seconds / peak_flops,
         };
-        serde_json::to_writer(&mut metrics, &line)
-            .with_context(|| format!("writing {}", metrics_path.display()))?;
-        metrics
-            .write_all(b"\n")
-            .and_then(|()| metrics.flush())
-            .with_context(|| format!("writing {}", metrics_path.display()))?;
+        if let Some(metrics) = metrics.as_mut() {
+            serde_json::to_writer(&mut *metrics, &line)
+                .with_context(|| format!("writing {}", metrics_path.display()))?;
+            metrics
+                .write_all(b"\n")
+                .and_then(|()| metrics.flush())
+                .with_context(|| format!("writing {}", metrics_path.display()))?;
+        }
         bar.set_message(format!(
             "loss {:.4} lr {:.2e} |g| {:.3}",
             stats.loss, stats.lr, stats.grad_norm
@@ -375,7 +456,7 @@ pub fn run(cfg: &TrainRun) -> Result<Vec<StepStats>> {
             .eval_every
             .is_some_and(|every| every > 0 && done % every == 0)
             || done == end;
-        if !eval_samples.is_empty() && eval_now {
+        if main && !eval_samples.is_empty() && eval_now {
             let (loss, tokens) = eval_loss(
                 &loaded.model,
                 &eval_samples,
@@ -403,9 +484,22 @@ pub fn run(cfg: &TrainRun) -> Result<Vec<StepStats>> {
             .save_every
             .is_some_and(|every| every > 0 && done % every == 0);
         if (periodic || done == end) && done < cfg.steps {
+            // ZeRO-1's shards are gathered on every rank; rank 0 writes.
+            let gathered;
+            let full = match (&opt, dist) {
+                (Held::Full(o), _) => o,
+                (Held::Zero1(o), Some(d)) => {
+                    gathered = o.gather(d)?;
+                    &gathered
+                }
+                (Held::Zero1(_), None) => unreachable!("ZeRO-1 is only built with a group"),
+            };
+            if !main {
+                continue;
+            }
             let state = TrainerState {
                 step: done,
-                optimizer_steps: opt.steps,
+                optimizer_steps: full.steps,
                 total_steps: cfg.steps,
                 seed: cfg.seed,
                 stage: cfg.stage.name.clone(),
@@ -418,7 +512,7 @@ pub fn run(cfg: &TrainRun) -> Result<Vec<StepStats>> {
                 &loaded.vs,
                 config,
                 Some(&cfg.checkpoint),
-                &opt,
+                full,
                 &state,
             )?;
             info!(step = done, dir = %dir.display(), "resumable checkpoint saved");
@@ -433,6 +527,9 @@ pub fn run(cfg: &TrainRun) -> Result<Vec<StepStats>> {
         );
         return Ok(history);
     }
+    if !main {
+        return Ok(history);
+    }
     save_checkpoint(
         &loaded.vs,
         config,
@@ -442,4 +539,46 @@ pub fn run(cfg: &TrainRun) -> Result<Vec<StepStats>> {
     )?;
     info!(out = %cfg.out.display(), "checkpoint saved");
     Ok(history)
+}
+
+/// The optimizer a run holds: one process's state, or this rank's ZeRO-1 shard.
+enum Held {
+    Full(AdamW),
+    Zero1(ZeroAdamW),
+}
+
+/// Logs the optimizer state held per rank, and (rank 0) writes it with the group's shape
+/// to `OUT/distributed.json`.
+fn report_distributed(cfg: &TrainRun, dist: &Dist, opt: &Held) -> Result<()> {
+    let memory = match opt {
+        Held::Zero1(o) => o.memory(dist.world()),
+        Held::Full(o) => {
+            let bytes = unsharded_state_bytes(o);
+            OptimizerMemory {
+                world: dist.world(),
+                trained_params: o.params.iter().map(|p| p.param.numel() as i64).sum(),
+                state_bytes_per_rank: bytes,
+                state_bytes_unsharded: bytes,
+            }
+        }
+    };
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    info!(
+        rank = dist.rank(),
+        world = dist.world(),
+        zero1 = cfg.zero1,
+        optimizer_state_mib_per_rank = mib(memory.state_bytes_per_rank),
+        optimizer_state_mib_unsharded = mib(memory.state_bytes_unsharded),
+        "optimizer memory"
+    );
+    if dist.is_main() {
+        let path = cfg.out.join("distributed.json");
+        let text = serde_json::to_string_pretty(&serde_json::json!({
+            "world_size": dist.world(),
+            "zero1": cfg.zero1,
+            "optimizer_memory": memory,
+        }))?;
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }

@@ -4,6 +4,9 @@
 use anyhow::{ensure, Result};
 use tch::Tensor;
 
+use crate::dist::buckets::all_reduce_grads;
+use crate::dist::zero::ZeroAdamW;
+use crate::dist::Dist;
 use crate::model::LlavaOneVision;
 use crate::train::loss::token_loss_sum;
 use crate::train::optim::{clip_grad_norm, AdamW};
@@ -37,6 +40,63 @@ pub struct StepStats {
     pub targets: i64,
 }
 
+/// The optimizer a step drives: one process's [`AdamW`], the same with gradients summed
+/// over a data-parallel group, or ZeRO-1's sharded one.
+pub enum StepOptimizer<'a> {
+    Local(&'a mut AdamW),
+    DataParallel(&'a mut AdamW, &'a Dist),
+    Zero1(&'a mut ZeroAdamW, &'a Dist),
+}
+
+impl StepOptimizer<'_> {
+    fn dist(&self) -> Option<&Dist> {
+        match self {
+            Self::Local(_) => None,
+            Self::DataParallel(_, d) | Self::Zero1(_, d) => Some(d),
+        }
+    }
+
+    fn zero_grad(&mut self) {
+        match self {
+            Self::Local(o) | Self::DataParallel(o, _) => o.zero_grad(),
+            Self::Zero1(o, _) => o.zero_grad(),
+        }
+    }
+
+    /// Gradients summed over the group (where there is one), clipped, applied; the norm
+    /// before clipping.
+    fn clip_and_step(&mut self, lr: f64, grad_clip: f64, loss: f64) -> Result<f64> {
+        let check = |grad_norm: f64| {
+            ensure!(
+                loss.is_finite() && grad_norm.is_finite(),
+                "non-finite loss ({loss}) or gradient norm ({grad_norm}); the update was not \
+                 applied"
+            );
+            Ok(())
+        };
+        match self {
+            Self::Local(o) => {
+                let norm = clip_grad_norm(&o.tensors(), grad_clip);
+                check(norm)?;
+                o.step(lr)?;
+                Ok(norm)
+            }
+            Self::DataParallel(o, d) => {
+                all_reduce_grads(d, &o.tensors())?;
+                let norm = clip_grad_norm(&o.tensors(), grad_clip);
+                check(norm)?;
+                o.step(lr)?;
+                Ok(norm)
+            }
+            Self::Zero1(o, d) => {
+                // Every rank sees the same (all-reduced) loss, so all stop together.
+                check(0.0)?;
+                o.step(d, lr, grad_clip)
+            }
+        }
+    }
+}
+
 /// One optimizer step over `micro_batches`: every micro-batch's summed token loss is
 /// divided by the target count of the whole step before its backward, so the step
 /// minimises exactly (sum of token losses) / (number of target tokens). A non-finite
@@ -48,7 +108,30 @@ pub fn train_step(
     lr: f64,
     grad_clip: f64,
 ) -> Result<StepStats> {
-    let targets: i64 = micro_batches.iter().map(|b| b.num_targets).sum();
+    train_step_with(
+        model,
+        StepOptimizer::Local(opt),
+        micro_batches,
+        lr,
+        grad_clip,
+    )
+}
+
+/// [`train_step`] with any [`StepOptimizer`]. In a group, `micro_batches` are this rank's
+/// share of the step: the target count and the loss are summed over the ranks, so every
+/// rank divides by the whole step's targets and reports the whole step's loss.
+pub fn train_step_with(
+    model: &LlavaOneVision,
+    mut opt: StepOptimizer<'_>,
+    micro_batches: &[PackedBatch],
+    lr: f64,
+    grad_clip: f64,
+) -> Result<StepStats> {
+    let local: i64 = micro_batches.iter().map(|b| b.num_targets).sum();
+    let targets = match opt.dist() {
+        Some(d) => d.sum_i64(local)?,
+        None => local,
+    };
     ensure!(targets > 0, "the step has no target tokens");
     opt.zero_grad();
     let mut loss = 0.0;
@@ -62,12 +145,10 @@ pub fn train_step(
         }
         loss += scaled.double_value(&[]);
     }
-    let grad_norm = clip_grad_norm(&opt.tensors(), grad_clip);
-    ensure!(
-        loss.is_finite() && grad_norm.is_finite(),
-        "non-finite loss ({loss}) or gradient norm ({grad_norm}); the update was not applied"
-    );
-    opt.step(lr);
+    if let Some(d) = opt.dist() {
+        loss = d.sum_f64(loss)?;
+    }
+    let grad_norm = opt.clip_and_step(lr, grad_clip, loss)?;
     Ok(StepStats {
         loss,
         grad_norm,

@@ -1,0 +1,360 @@
+//! A process group and its collectives: the safe side of `csrc/c10d_shim.cpp` (libtorch's
+//! c10d: `TCPStore`, `PrefixStore`, `ProcessGroupGloo`).
+//!
+//! Every collective returns a [`Work`] to wait on; waiting gives an error (naming the
+//! collective) when a peer died or the group's timeout passed, so a run whose peer is gone
+//! stops with a message instead of hanging.
+
+use std::ffi::{c_char, CStr, CString};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use tch::Tensor;
+
+mod ffi {
+    use std::ffi::{c_char, c_void};
+
+    /// tch's `C_tensor`: an `at::Tensor*` on the C++ side.
+    pub type CTensor = c_void;
+
+    #[repr(C)]
+    pub struct OvePg {
+        _private: [u8; 0],
+    }
+    #[repr(C)]
+    pub struct OveWork {
+        _private: [u8; 0],
+    }
+
+    #[repr(C)]
+    pub struct OveStore {
+        _private: [u8; 0],
+    }
+
+    extern "C" {
+        pub fn ove_str_free(s: *mut c_char);
+        pub fn ove_store_new_server(
+            host: *const c_char,
+            port: u16,
+            timeout_ms: i64,
+            err: *mut *mut c_char,
+        ) -> *mut OveStore;
+        pub fn ove_store_port(s: *mut OveStore) -> u16;
+        pub fn ove_store_free(s: *mut OveStore);
+        #[allow(clippy::too_many_arguments)]
+        pub fn ove_pg_new_gloo(
+            store_host: *const c_char,
+            store_port: u16,
+            is_server: bool,
+            rank: i32,
+            world: i32,
+            timeout_ms: i64,
+            prefix: *const c_char,
+            iface: *const c_char,
+            err: *mut *mut c_char,
+        ) -> *mut OvePg;
+        pub fn ove_pg_free(pg: *mut OvePg);
+        pub fn ove_pg_allreduce(
+            pg: *mut OvePg,
+            t: *mut CTensor,
+            op: i32,
+            err: *mut *mut c_char,
+        ) -> *mut OveWork;
+        pub fn ove_pg_broadcast(
+            pg: *mut OvePg,
+            t: *mut CTensor,
+            root: i32,
+            err: *mut *mut c_char,
+        ) -> *mut OveWork;
+        pub fn ove_pg_reduce_scatter(
+            pg: *mut OvePg,
+            out: *mut CTensor,
+            input: *mut CTensor,
+            err: *mut *mut c_char,
+        ) -> *mut OveWork;
+        pub fn ove_pg_allgather(
+            pg: *mut OvePg,
+            out: *mut CTensor,
+            input: *mut CTensor,
+            err: *mut *mut c_char,
+        ) -> *mut OveWork;
+        pub fn ove_pg_barrier(pg: *mut OvePg, err: *mut *mut c_char) -> *mut OveWork;
+        pub fn ove_work_wait(w: *mut OveWork, timeout_ms: i64, err: *mut *mut c_char) -> i32;
+        pub fn ove_work_free(w: *mut OveWork);
+    }
+}
+
+/// Takes the shim's error message (and frees it).
+fn take_error(err: *mut c_char) -> String {
+    if err.is_null() {
+        return "unknown error".to_string();
+    }
+    // SAFETY: the shim sets `err` to a malloc'ed NUL-terminated string, freed here once.
+    unsafe {
+        let s = CStr::from_ptr(err).to_string_lossy().into_owned();
+        ffi::ove_str_free(err);
+        s
+    }
+}
+
+/// Where the group's store is and who hosts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreAddr {
+    pub host: String,
+    pub port: u16,
+    /// This process hosts the store (rank 0 of a plain launch).
+    pub is_server: bool,
+    /// Key prefix, so that several groups (or torchrun restarts) on one store stay apart.
+    pub prefix: String,
+}
+
+/// Reduction of [`ProcessGroup::all_reduce`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReduceOp {
+    Sum,
+    Max,
+}
+
+/// A c10d process group (Gloo: CPU tensors).
+pub struct ProcessGroup {
+    ptr: *mut ffi::OvePg,
+    rank: usize,
+    world: usize,
+    timeout: Duration,
+}
+
+// SAFETY: c10d backends are thread-safe (their collectives are queued to worker threads);
+// the pointer is owned by this value alone.
+unsafe impl Send for ProcessGroup {}
+unsafe impl Sync for ProcessGroup {}
+
+impl std::fmt::Debug for ProcessGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessGroup")
+            .field("rank", &self.rank)
+            .field("world", &self.world)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// A collective in flight; [`Work::wait`] finishes it.
+#[must_use = "a collective is only done once waited on"]
+pub struct Work {
+    ptr: *mut ffi::OveWork,
+    /// "rank R of W: COLLECTIVE", for the error.
+    what: String,
+    /// The tensors the collective reads and writes, kept alive until it is done.
+    _keep: Vec<Tensor>,
+}
+
+impl Work {
+    /// Blocks until the collective is done; an error when it failed (a peer that died, the
+    /// group's timeout).
+    pub fn wait(self) -> Result<()> {
+        let mut err = std::ptr::null_mut();
+        // SAFETY: ptr is a live work handle (freed in Drop, after this).
+        let rc = unsafe { ffi::ove_work_wait(self.ptr, 0, &mut err) };
+        if rc != 0 {
+            bail!("{} failed: {}", self.what, take_error(err));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Work {
+    fn drop(&mut self) {
+        // SAFETY: ptr came from the shim and is freed once.
+        unsafe { ffi::ove_work_free(self.ptr) }
+    }
+}
+
+impl ProcessGroup {
+    /// A Gloo group of `world` ranks meeting at `store` (every rank must call this);
+    /// `iface` is the network interface Gloo binds to (None: the host's address).
+    pub fn gloo(
+        store: &StoreAddr,
+        rank: usize,
+        world: usize,
+        timeout: Duration,
+        iface: Option<&str>,
+    ) -> Result<Self> {
+        anyhow::ensure!(
+            world >= 1 && rank < world,
+            "rank {rank} of world size {world}"
+        );
+        let host = CString::new(store.host.as_str()).context("store host")?;
+        let prefix = CString::new(store.prefix.as_str()).context("store prefix")?;
+        let iface = iface.map(CString::new).transpose().context("interface")?;
+        let mut err = std::ptr::null_mut();
+        // SAFETY: valid NUL-terminated strings for the duration of the call.
+        let ptr = unsafe {
+            ffi::ove_pg_new_gloo(
+                host.as_ptr(),
+                store.port,
+                store.is_server,
+                rank as i32,
+                world as i32,
+                timeout.as_millis().min(i64::MAX as u128) as i64,
+                prefix.as_ptr(),
+                iface.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
+                &mut err,
+            )
+        };
+        if ptr.is_null() {
+            return Err(anyhow!(take_error(err))).with_context(|| {
+                format!(
+                    "rank {rank} of {world}: joining the Gloo group at {}:{} (timeout {:?})",
+                    store.host, store.port, timeout
+                )
+            });
+        }
+        Ok(Self {
+            ptr,
+            rank,
+            world,
+            timeout,
+        })
+    }
+
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    pub fn world(&self) -> usize {
+        self.world
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn work(
+        &self,
+        what: &'static str,
+        keep: Vec<Tensor>,
+        call: impl FnOnce(*mut *mut c_char) -> *mut ffi::OveWork,
+    ) -> Result<Work> {
+        let mut err = std::ptr::null_mut();
+        let ptr = call(&mut err);
+        if ptr.is_null() {
+            bail!(
+                "rank {} of {}: {what} failed to start: {}",
+                self.rank,
+                self.world,
+                take_error(err)
+            );
+        }
+        Ok(Work {
+            ptr,
+            what: format!("rank {} of {}: {what}", self.rank, self.world),
+            _keep: keep,
+        })
+    }
+
+    /// In place: `t` becomes the reduction of every rank's `t`.
+    pub fn all_reduce(&self, t: &Tensor, op: ReduceOp) -> Result<Work> {
+        let mut t = t.shallow_clone();
+        let p = t.as_mut_ptr().cast::<ffi::CTensor>();
+        let op = match op {
+            ReduceOp::Sum => 0,
+            ReduceOp::Max => 1,
+        };
+        // SAFETY: p points to a tensor kept alive by the returned Work.
+        self.work("all_reduce", vec![t], |e| unsafe {
+            ffi::ove_pg_allreduce(self.ptr, p, op, e)
+        })
+    }
+
+    /// In place: every rank's `t` becomes `root`'s.
+    pub fn broadcast(&self, t: &Tensor, root: usize) -> Result<Work> {
+        let mut t = t.shallow_clone();
+        let p = t.as_mut_ptr().cast::<ffi::CTensor>();
+        // SAFETY: as in all_reduce.
+        self.work("broadcast", vec![t], |e| unsafe {
+            ffi::ove_pg_broadcast(self.ptr, p, root as i32, e)
+        })
+    }
+
+    /// `out` (n elements) becomes the sum over ranks of block `rank` of `input`
+    /// (`world` x n elements, contiguous).
+    pub fn reduce_scatter(&self, out: &Tensor, input: &Tensor) -> Result<Work> {
+        let (mut out, mut input) = (out.shallow_clone(), input.shallow_clone());
+        let po = out.as_mut_ptr().cast::<ffi::CTensor>();
+        let pi = input.as_mut_ptr().cast::<ffi::CTensor>();
+        // SAFETY: as in all_reduce.
+        self.work("reduce_scatter", vec![out, input], |e| unsafe {
+            ffi::ove_pg_reduce_scatter(self.ptr, po, pi, e)
+        })
+    }
+
+    /// `out` (`world` x n elements) becomes every rank's `input` (n elements) in rank
+    /// order.
+    pub fn all_gather(&self, out: &Tensor, input: &Tensor) -> Result<Work> {
+        let (mut out, mut input) = (out.shallow_clone(), input.shallow_clone());
+        let po = out.as_mut_ptr().cast::<ffi::CTensor>();
+        let pi = input.as_mut_ptr().cast::<ffi::CTensor>();
+        // SAFETY: as in all_reduce.
+        self.work("all_gather", vec![out, input], |e| unsafe {
+            ffi::ove_pg_allgather(self.ptr, po, pi, e)
+        })
+    }
+
+    pub fn barrier(&self) -> Result<Work> {
+        // SAFETY: ptr is live.
+        self.work("barrier", Vec::new(), |e| unsafe {
+            ffi::ove_pg_barrier(self.ptr, e)
+        })
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        // SAFETY: ptr came from the shim and is freed once.
+        unsafe { ffi::ove_pg_free(self.ptr) }
+    }
+}
+
+/// A TCPStore server hosted by this process for others to join (what torchrun's agent
+/// does for its workers: they join with `TORCHELASTIC_USE_AGENT_STORE=True`).
+pub struct StoreServer {
+    ptr: *mut ffi::OveStore,
+    port: u16,
+}
+
+// SAFETY: the store server runs on its own threads; the handle is only freed in Drop.
+unsafe impl Send for StoreServer {}
+
+impl StoreServer {
+    /// Listens on `host:port` (port 0: a free port, see [`StoreServer::port`]).
+    pub fn listen(host: &str, port: u16, timeout: Duration) -> Result<Self> {
+        let c_host = CString::new(host).context("store host")?;
+        let mut err = std::ptr::null_mut();
+        // SAFETY: valid NUL-terminated string for the duration of the call.
+        let ptr = unsafe {
+            ffi::ove_store_new_server(
+                c_host.as_ptr(),
+                port,
+                timeout.as_millis().min(i64::MAX as u128) as i64,
+                &mut err,
+            )
+        };
+        if ptr.is_null() {
+            bail!("hosting a TCPStore on {host}:{port}: {}", take_error(err));
+        }
+        // SAFETY: ptr is live.
+        let port = unsafe { ffi::ove_store_port(ptr) };
+        Ok(Self { ptr, port })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for StoreServer {
+    fn drop(&mut self) {
+        // SAFETY: ptr came from the shim and is freed once.
+        unsafe { ffi::ove_store_free(self.ptr) }
+    }
+}

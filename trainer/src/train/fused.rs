@@ -1,0 +1,156 @@
+//! The fused optimizer kernels of `csrc/fused_ops.cpp`: `aten::_fused_adamw_` (what
+//! `torch.optim.AdamW(fused=True)` runs: one multi-tensor kernel for the whole update) and
+//! `aten::_foreach_copy_`. tch binds neither; they exist on the CPU and on CUDA.
+
+use std::ffi::{c_char, c_void, CStr};
+
+use anyhow::{bail, ensure, Result};
+use tch::{Kind, Tensor};
+
+use crate::train::optim::AdamWConfig;
+
+extern "C" {
+    fn ove_str_free(s: *mut c_char);
+    #[allow(clippy::too_many_arguments)]
+    fn ove_fused_adamw(
+        params: *const *mut c_void,
+        grads: *const *mut c_void,
+        exp_avgs: *const *mut c_void,
+        exp_avg_sqs: *const *mut c_void,
+        steps: *const *mut c_void,
+        n: usize,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        weight_decay: f64,
+        eps: f64,
+        err: *mut *mut c_char,
+    ) -> i32;
+    fn ove_foreach_copy(
+        dst: *const *mut c_void,
+        src: *const *mut c_void,
+        n: usize,
+        err: *mut *mut c_char,
+    ) -> i32;
+}
+
+fn take_error(err: *mut c_char) -> String {
+    if err.is_null() {
+        return "unknown error".into();
+    }
+    // SAFETY: the shim's malloc'ed NUL-terminated message, freed once here.
+    unsafe {
+        let s = CStr::from_ptr(err).to_string_lossy().into_owned();
+        ove_str_free(err);
+        s
+    }
+}
+
+/// Owned handles and their `at::Tensor*` pointers (alive as long as this is).
+struct Handles {
+    _owned: Vec<Tensor>,
+    ptrs: Vec<*mut c_void>,
+}
+
+fn handles(ts: &[Tensor]) -> Handles {
+    let mut owned: Vec<Tensor> = ts.iter().map(|t| t.shallow_clone()).collect();
+    let ptrs = owned
+        .iter_mut()
+        .map(|t| t.as_mut_ptr().cast::<c_void>())
+        .collect();
+    Handles {
+        _owned: owned,
+        ptrs,
+    }
+}
+
+/// One AdamW update of `params` in place (`grads`, `exp_avgs`, `exp_avg_sqs` alike in
+/// shape, dtype and device), at step `step` (1 for the first update), with `weight_decay`
+/// applied to all of them (call once per decay group).
+#[allow(clippy::too_many_arguments)]
+pub fn fused_adamw(
+    params: &[Tensor],
+    grads: &[Tensor],
+    exp_avgs: &[Tensor],
+    exp_avg_sqs: &[Tensor],
+    step: i64,
+    lr: f64,
+    config: &AdamWConfig,
+    weight_decay: f64,
+) -> Result<()> {
+    let n = params.len();
+    ensure!(
+        grads.len() == n && exp_avgs.len() == n && exp_avg_sqs.len() == n,
+        "fused AdamW: {n} parameters but {} gradients, {} and {} moments",
+        grads.len(),
+        exp_avgs.len(),
+        exp_avg_sqs.len()
+    );
+    if n == 0 {
+        return Ok(());
+    }
+    let device = params[0].device();
+    let step_t = Tensor::from(step as f32).to_device(device);
+    let steps: Vec<Tensor> = (0..n).map(|_| step_t.shallow_clone()).collect();
+    let (p, g, m, v, s) = (
+        handles(params),
+        handles(grads),
+        handles(exp_avgs),
+        handles(exp_avg_sqs),
+        handles(&steps),
+    );
+    let mut err = std::ptr::null_mut();
+    // SAFETY: five arrays of n live tensor pointers, kept alive by the handles.
+    let rc = unsafe {
+        ove_fused_adamw(
+            p.ptrs.as_ptr(),
+            g.ptrs.as_ptr(),
+            m.ptrs.as_ptr(),
+            v.ptrs.as_ptr(),
+            s.ptrs.as_ptr(),
+            n,
+            lr,
+            config.beta1,
+            config.beta2,
+            weight_decay,
+            config.eps,
+            &mut err,
+        )
+    };
+    if rc != 0 {
+        bail!("fused AdamW over {n} tensors: {}", take_error(err));
+    }
+    Ok(())
+}
+
+/// `dst[i].copy_(src[i])` for every i in one foreach call (e.g. f32 masters into bf16
+/// parameters).
+pub fn foreach_copy(dst: &[Tensor], src: &[Tensor]) -> Result<()> {
+    ensure!(
+        dst.len() == src.len(),
+        "foreach copy: {} into {}",
+        src.len(),
+        dst.len()
+    );
+    if dst.is_empty() {
+        return Ok(());
+    }
+    let (d, s) = (handles(dst), handles(src));
+    let mut err = std::ptr::null_mut();
+    // SAFETY: two arrays of live tensor pointers of the same length.
+    let rc = unsafe { ove_foreach_copy(d.ptrs.as_ptr(), s.ptrs.as_ptr(), dst.len(), &mut err) };
+    if rc != 0 {
+        bail!("foreach copy of {} tensors: {}", dst.len(), take_error(err));
+    }
+    Ok(())
+}
+
+/// The gradient as the update reads it: f32 for an f32 master of a low-precision
+/// parameter, itself otherwise.
+pub fn grad_for(target_kind: Kind, grad: &Tensor) -> Tensor {
+    if grad.kind() == target_kind {
+        grad.shallow_clone()
+    } else {
+        grad.to_kind(target_kind)
+    }
+}
