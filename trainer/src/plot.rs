@@ -250,6 +250,7 @@ mod tests {
                 seconds: 0.1,
                 tokens_per_s: 1000.0 + step as f64,
                 mfu: 0.1,
+                times: Default::default(),
             })
             .collect()
     }

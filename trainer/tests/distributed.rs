@@ -155,6 +155,27 @@ fn one_against_two(batch: usize, weight_tol: f64) -> serde_json::Value {
     args.extend(["--nproc-per-node".into(), "2".into()]);
     ove_train(&args);
     assert_same_run(&single, &dp, 1e-6, weight_tol);
+    let breakdown = |out: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(out.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["times"].clone())
+            .collect()
+    };
+    for t in breakdown(&dp) {
+        let part = |k: &str| t[k].as_f64().unwrap();
+        assert!(
+            part("forward_backward") > 0.0 && part("optimizer") > 0.0,
+            "{t}"
+        );
+        assert!(
+            part("communication") > 0.0,
+            "a data-parallel step communicates: {t}"
+        );
+    }
+    for t in breakdown(&single) {
+        assert_eq!(t["communication"].as_f64(), Some(0.0), "one process: {t}");
+    }
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dp.join("distributed.json")).unwrap())
             .unwrap();

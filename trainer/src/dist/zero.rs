@@ -12,6 +12,8 @@
 //! Checkpoints hold the gathered state ([`ZeroAdamW::gather`] builds the [`AdamW`] one
 //! process would have), so a run resumes on any world size, with or without ZeRO.
 
+use std::time::Instant;
+
 use anyhow::{bail, ensure, Context, Result};
 use tch::{Device, Kind, Tensor};
 
@@ -219,11 +221,18 @@ impl ZeroAdamW {
 
     /// Reduce-scatters the gradients, clips them to `max_norm` by their global norm,
     /// updates this rank's parameters at learning rate `lr` and all-gathers the weights.
-    /// Returns the gradient norm before clipping.
-    pub fn step(&mut self, dist: &Dist, lr: f64, max_norm: f64) -> Result<f64> {
+    /// Returns the gradient norm before clipping and the seconds spent in collectives.
+    pub fn step(&mut self, dist: &Dist, lr: f64, max_norm: f64) -> Result<(f64, f64)> {
         let c = self.config;
         let padded = self.shard * dist.world() as i64;
-        tch::no_grad(|| -> Result<f64> {
+        let comm = std::cell::Cell::new(0.0);
+        let timed = |f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
+            let t = Instant::now();
+            let r = f();
+            comm.set(comm.get() + t.elapsed().as_secs_f64());
+            r
+        };
+        tch::no_grad(|| -> Result<(f64, f64)> {
             let grads: Vec<Tensor> = self
                 .params
                 .iter()
@@ -240,10 +249,12 @@ impl ZeroAdamW {
             let grad_flat = place(&grads, &self.offsets, padded, self.kind);
             drop(grads);
             let summed = Tensor::zeros([self.shard], (self.kind, Device::Cpu));
-            dist.group
-                .reduce_scatter(&summed, &grad_flat)?
-                .wait()
-                .context("reduce-scattering gradients")?;
+            timed(&mut || {
+                dist.group
+                    .reduce_scatter(&summed, &grad_flat)?
+                    .wait()
+                    .context("reduce-scattering gradients")
+            })?;
             drop(grad_flat);
             let mut g = summed.to_kind(Kind::Float);
             // Each parameter's squared norm, from its owner; summed and rooted in f32 as
@@ -253,10 +264,12 @@ impl ZeroAdamW {
                 sq.get(i as i64)
                     .copy_(&self.part(&g, i).square().sum(Kind::Float));
             }
-            dist.group
-                .all_reduce(&sq, ReduceOp::Sum)?
-                .wait()
-                .context("all-reducing the gradient norms")?;
+            timed(&mut || {
+                dist.group
+                    .all_reduce(&sq, ReduceOp::Sum)?
+                    .wait()
+                    .context("all-reducing the gradient norms")
+            })?;
             let norm = sq.sum(Kind::Float).sqrt().double_value(&[]);
             if !norm.is_finite() {
                 bail!("non-finite gradient norm ({norm}); the update was not applied");
@@ -310,10 +323,12 @@ impl ZeroAdamW {
                 .collect();
             let block = place(&own, &at, self.shard, self.kind);
             let new = Tensor::zeros([padded], (self.kind, Device::Cpu));
-            dist.group
-                .all_gather(&new, &block)?
-                .wait()
-                .context("all-gathering the weights")?;
+            timed(&mut || {
+                dist.group
+                    .all_gather(&new, &block)?
+                    .wait()
+                    .context("all-gathering the weights")
+            })?;
             for (i, p) in self.params.iter().enumerate() {
                 if self.master.is_none() && self.mine.contains(&i) {
                     continue; // updated in place above
@@ -321,7 +336,7 @@ impl ZeroAdamW {
                 let mut p = p.shallow_clone();
                 p.copy_(&new.narrow(0, self.offsets[i], self.numels[i]).view_as(&p));
             }
-            Ok(norm)
+            Ok((norm, comm.get()))
         })
     }
 

@@ -21,7 +21,7 @@ use crate::train::pack_manifest::read_bins;
 use crate::train::packing::{pack, plan_bins, PackedBatch, Sample};
 use crate::train::resume::{self, DataCursor, TrainerState};
 use crate::train::stage::{set_trainable, StageConfig};
-use crate::train::step::{batch_loss_sum, train_step_with, StepOptimizer, StepStats};
+use crate::train::step::{batch_loss_sum, train_step_with, StepOptimizer, StepStats, StepTimes};
 
 #[derive(Debug, Clone)]
 pub struct TrainRun {
@@ -166,6 +166,9 @@ pub struct StepMetrics {
     /// Model FLOPs utilisation: 6 x parameters x tokens / seconds / peak FLOP/s (the
     /// attention term and the frozen parameters' saved backward work are ignored).
     pub mfu: f64,
+    /// Rank 0's split of `seconds` (absent in metrics written before it existed).
+    #[serde(default)]
+    pub times: StepTimes,
 }
 
 /// Peak FLOP/s for the MFU estimate when none is given: an H100's dense bf16 on CUDA,
@@ -428,6 +431,7 @@ pub fn run_in(cfg: &TrainRun, dist: Option<&Dist>) -> Result<Vec<StepStats>> {
             seconds,
             tokens_per_s: tokens as f64 / seconds,
             mfu: 6.0 * n_params as f64 * tokens as f64 / seconds / peak_flops,
+            times: stats.times,
         };
         if let Some(metrics) = metrics.as_mut() {
             serde_json::to_writer(&mut *metrics, &line)

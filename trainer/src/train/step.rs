@@ -1,6 +1,8 @@
 //! One optimizer step: forward and backward over the micro-batches, the loss normalised
 //! by the target tokens of the whole step, clip, AdamW.
 
+use std::time::Instant;
+
 use anyhow::{ensure, Result};
 use tch::Tensor;
 
@@ -30,6 +32,19 @@ pub fn batch_loss_sum(model: &LlavaOneVision, batch: &PackedBatch) -> Result<(Te
     }))
 }
 
+/// Where a step's time went, in seconds (on a GPU without synchronisation, so the split
+/// between phases is approximate there; on the CPU it is exact).
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct StepTimes {
+    /// Forward passes, losses and backward passes of this rank's micro-batches.
+    pub forward_backward: f64,
+    /// Collectives: the target count, the loss, gradients (all-reduce or reduce-scatter),
+    /// the gradient norm, the weights (ZeRO-1's all-gather).
+    pub communication: f64,
+    /// Clipping and the AdamW update.
+    pub optimizer: f64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepStats {
     /// Mean token loss of the step.
@@ -38,6 +53,7 @@ pub struct StepStats {
     pub grad_norm: f64,
     pub lr: f64,
     pub targets: i64,
+    pub times: StepTimes,
 }
 
 /// The optimizer a step drives: one process's [`AdamW`], the same with gradients summed
@@ -64,8 +80,8 @@ impl StepOptimizer<'_> {
     }
 
     /// Gradients summed over the group (where there is one), clipped, applied; the norm
-    /// before clipping.
-    fn clip_and_step(&mut self, lr: f64, grad_clip: f64, loss: f64) -> Result<f64> {
+    /// before clipping. Adds the time of the collectives to `comm`.
+    fn clip_and_step(&mut self, lr: f64, grad_clip: f64, loss: f64, comm: &mut f64) -> Result<f64> {
         let check = |grad_norm: f64| {
             ensure!(
                 loss.is_finite() && grad_norm.is_finite(),
@@ -82,7 +98,9 @@ impl StepOptimizer<'_> {
                 Ok(norm)
             }
             Self::DataParallel(o, d) => {
+                let t = Instant::now();
                 all_reduce_grads(d, &o.tensors())?;
+                *comm += t.elapsed().as_secs_f64();
                 let norm = clip_grad_norm(&o.tensors(), grad_clip);
                 check(norm)?;
                 o.step(lr)?;
@@ -91,7 +109,9 @@ impl StepOptimizer<'_> {
             Self::Zero1(o, d) => {
                 // Every rank sees the same (all-reduced) loss, so all stop together.
                 check(0.0)?;
-                o.step(d, lr, grad_clip)
+                let (norm, seconds) = o.step(d, lr, grad_clip)?;
+                *comm += seconds;
+                Ok(norm)
             }
         }
     }
@@ -127,11 +147,18 @@ pub fn train_step_with(
     lr: f64,
     grad_clip: f64,
 ) -> Result<StepStats> {
+    let mut times = StepTimes::default();
     let local: i64 = micro_batches.iter().map(|b| b.num_targets).sum();
     let targets = match opt.dist() {
-        Some(d) => d.sum_i64(local)?,
+        Some(d) => {
+            let t = Instant::now();
+            let all = d.sum_i64(local)?;
+            times.communication += t.elapsed().as_secs_f64();
+            all
+        }
         None => local,
     };
+    let t = Instant::now();
     ensure!(targets > 0, "the step has no target tokens");
     opt.zero_grad();
     let mut loss = 0.0;
@@ -145,14 +172,22 @@ pub fn train_step_with(
         }
         loss += scaled.double_value(&[]);
     }
+    times.forward_backward = t.elapsed().as_secs_f64();
     if let Some(d) = opt.dist() {
+        let t = Instant::now();
         loss = d.sum_f64(loss)?;
+        times.communication += t.elapsed().as_secs_f64();
     }
-    let grad_norm = opt.clip_and_step(lr, grad_clip, loss)?;
+    let t = Instant::now();
+    let mut comm = 0.0;
+    let grad_norm = opt.clip_and_step(lr, grad_clip, loss, &mut comm)?;
+    times.optimizer = (t.elapsed().as_secs_f64() - comm).max(0.0);
+    times.communication += comm;
     Ok(StepStats {
         loss,
         grad_norm,
         lr,
         targets,
+        times,
     })
 }
