@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Training throughput on a GPU: `ove-train bench-train` (libtorch through tch) next to a
-# PyTorch eager step of the same shape (bench/gpu_train_reference.py), in the same call.
+# PyTorch eager step of the same shape (bench/gpu_train_reference.py), and the packed eager
+# anchor (../shared/bench/pt_train_anchor.py: fused AdamW, varlen flash attention over 11
+# packed samples, 1.7B and 4B shapes), in the same call.
 #
 #   bench/gpu-train.sh [OVE_TRAIN_BINARY] [extra args for both, e.g. --preset qwen3-1.7b --seq-len 8192]
 #
@@ -32,6 +34,12 @@ echo "ove-train exit ${PIPESTATUS[0]}" | tee -a "$LOG"
 echo "== pytorch eager ${ARGS[*]}" | tee -a "$LOG"
 timeout ${PY_TIMEOUT:-300} python3 bench/gpu_train_reference.py --device cuda "${ARGS[@]}" 2>&1 | tee -a "$LOG"
 echo "pytorch exit ${PIPESTATUS[0]}" | tee -a "$LOG"
+ANCHOR=../shared/bench/pt_train_anchor.py
+if [ -f "$ANCHOR" ]; then
+  echo "== pytorch packed eager anchor ($ANCHOR)" | tee -a "$LOG"
+  timeout ${ANCHOR_TIMEOUT:-300} python3 "$ANCHOR" 2>&1 | tee -a "$LOG"
+  echo "anchor exit ${PIPESTATUS[0]}" | tee -a "$LOG"
+fi
 echo "== side by side (device: $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1))" | tee -a "$LOG"
-grep -E '^(RESULT|PHASES)' "$LOG" | sed -E 's/^(RESULT|PHASES) //' > "$LOG.summary"
+grep -E '^(RESULT|PHASES|PT_EAGER)' "$LOG" | sed -E 's/^(RESULT|PHASES|PT_EAGER) //' > "$LOG.summary"
 (column -t "$LOG.summary" 2>/dev/null || cat "$LOG.summary") | tee -a "$LOG"

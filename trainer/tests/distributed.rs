@@ -1,7 +1,8 @@
 //! Data-parallel training over Gloo, two processes on this machine: world size 2 gives
 //! the losses and weights of one process on the same global batch (plain DP and ZeRO-1);
 //! a rank killed with SIGKILL makes its peer exit with an error within a minute and
-//! leaves the last checkpoint whole; resuming from it gives the uninterrupted run.
+//! leaves the last checkpoint whole; resuming from it gives the uninterrupted run (and one
+//! process can resume it too).
 
 mod common;
 
@@ -218,6 +219,19 @@ fn two_ranks_with_several_micro_batches_each_match_one_process() {
     one_against_two(4, 1e-4);
 }
 
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -306,6 +320,15 @@ fn a_killed_rank_stops_its_peer_and_the_run_resumes() {
     let state = read_state(&ckpt).unwrap();
     assert!(state.step >= 2 && state.step.is_multiple_of(2), "{state:?}");
     assert!(!ckpt.with_extension("tmp").exists());
+    // The checkpoint holds the gathered optimizer state and the global data cursor, so
+    // one process can take over the run too (its sums come in another order: 1e-4).
+    let alone = dir.path().join("resumed-alone");
+    copy_dir(&out, &alone);
+    let mut resume_alone = train_args(&data, &stage, &alone, steps);
+    resume_alone.extend(["--resume".into(), alone.to_str().unwrap().into()]);
+    ove_train(&resume_alone);
+    assert_same_run(&whole, &alone, 1e-4, 1e-4);
+
     let mut resume = train_args(&data, &stage, &out, steps);
     resume.extend([
         "--resume".into(),
