@@ -30,6 +30,7 @@ pub mod merger;
 pub mod model;
 pub mod plot;
 pub mod recipe;
+mod shim;
 pub mod trace;
 pub mod train;
 pub mod vision;

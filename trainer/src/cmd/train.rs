@@ -166,11 +166,10 @@ impl TrainArgs {
         if let Some(n) = self.nproc_per_node {
             return run_local_ranks(n, timeout);
         }
-        // Under torchrun (or a plain env launch) WORLD_SIZE and friends say who we are.
-        let dist = LaunchEnv::from_env()?
-            .map(|env| Dist::init(env, timeout))
-            .transpose()?;
-        if let Some(d) = &dist {
+        // Under torchrun (or a plain env launch) WORLD_SIZE and friends say who we are;
+        // what this rank cannot run is refused before it joins (and keeps) the others.
+        let env = LaunchEnv::from_env()?;
+        if let Some(e) = &env {
             anyhow::ensure!(
                 self.device
                     .as_deref()
@@ -178,10 +177,11 @@ impl TrainArgs {
                     && !self.cuda,
                 "data-parallel training runs over Gloo on the CPU here (rank {} of {}); the \
                  NCCL path for GPUs is not built yet",
-                d.rank(),
-                d.world()
+                e.rank,
+                e.world
             );
         }
+        let dist = env.map(|e| Dist::init(e, timeout)).transpose()?;
         let run = self.into_run()?;
         info!(
             target: LOG_TARGET,

@@ -5,17 +5,18 @@
 //! collective) when a peer died or the group's timeout passed, so a run whose peer is gone
 //! stops with a message instead of hanging.
 
-use std::ffi::{c_char, CStr, CString};
+use std::ffi::{c_char, CString};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use tch::Tensor;
 
-mod ffi {
-    use std::ffi::{c_char, c_void};
+use crate::shim::{take_error, CTensor, Handles};
 
-    /// tch's `C_tensor`: an `at::Tensor*` on the C++ side.
-    pub type CTensor = c_void;
+mod ffi {
+    use std::ffi::c_char;
+
+    use crate::shim::CTensor;
 
     #[repr(C)]
     pub struct OvePg {
@@ -32,7 +33,6 @@ mod ffi {
     }
 
     extern "C" {
-        pub fn ove_str_free(s: *mut c_char);
         pub fn ove_store_new_server(
             host: *const c_char,
             port: u16,
@@ -84,19 +84,6 @@ mod ffi {
     }
 }
 
-/// Takes the shim's error message (and frees it).
-fn take_error(err: *mut c_char) -> String {
-    if err.is_null() {
-        return "unknown error".to_string();
-    }
-    // SAFETY: the shim sets `err` to a malloc'ed NUL-terminated string, freed here once.
-    unsafe {
-        let s = CStr::from_ptr(err).to_string_lossy().into_owned();
-        ffi::ove_str_free(err);
-        s
-    }
-}
-
 /// Where the group's store is and who hosts it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreAddr {
@@ -145,7 +132,7 @@ pub struct Work {
     /// "rank R of W: COLLECTIVE", for the error.
     what: String,
     /// The tensors the collective reads and writes, kept alive until it is done.
-    _keep: Vec<Tensor>,
+    _keep: Handles,
 }
 
 impl Work {
@@ -229,14 +216,17 @@ impl ProcessGroup {
         self.timeout
     }
 
+    /// Starts a collective on `tensors` (their pointers go to `call`, in order); the
+    /// returned [`Work`] keeps them alive until it is done.
     fn work(
         &self,
         what: &'static str,
-        keep: Vec<Tensor>,
-        call: impl FnOnce(*mut *mut c_char) -> *mut ffi::OveWork,
+        tensors: &[&Tensor],
+        call: impl FnOnce(&[*mut CTensor], *mut *mut c_char) -> *mut ffi::OveWork,
     ) -> Result<Work> {
+        let keep = Handles::new(tensors.iter().copied());
         let mut err = std::ptr::null_mut();
-        let ptr = call(&mut err);
+        let ptr = call(&keep.ptrs, &mut err);
         if ptr.is_null() {
             bail!(
                 "rank {} of {}: {what} failed to start: {}",
@@ -254,55 +244,45 @@ impl ProcessGroup {
 
     /// In place: `t` becomes the reduction of every rank's `t`.
     pub fn all_reduce(&self, t: &Tensor, op: ReduceOp) -> Result<Work> {
-        let mut t = t.shallow_clone();
-        let p = t.as_mut_ptr().cast::<ffi::CTensor>();
         let op = match op {
             ReduceOp::Sum => 0,
             ReduceOp::Max => 1,
         };
-        // SAFETY: p points to a tensor kept alive by the returned Work.
-        self.work("all_reduce", vec![t], |e| unsafe {
-            ffi::ove_pg_allreduce(self.ptr, p, op, e)
+        // SAFETY: the pointers are live tensors, kept alive by the returned Work.
+        self.work("all_reduce", &[t], |p, e| unsafe {
+            ffi::ove_pg_allreduce(self.ptr, p[0], op, e)
         })
     }
 
     /// In place: every rank's `t` becomes `root`'s.
     pub fn broadcast(&self, t: &Tensor, root: usize) -> Result<Work> {
-        let mut t = t.shallow_clone();
-        let p = t.as_mut_ptr().cast::<ffi::CTensor>();
         // SAFETY: as in all_reduce.
-        self.work("broadcast", vec![t], |e| unsafe {
-            ffi::ove_pg_broadcast(self.ptr, p, root as i32, e)
+        self.work("broadcast", &[t], |p, e| unsafe {
+            ffi::ove_pg_broadcast(self.ptr, p[0], root as i32, e)
         })
     }
 
     /// `out` (n elements) becomes the sum over ranks of block `rank` of `input`
     /// (`world` x n elements, contiguous).
     pub fn reduce_scatter(&self, out: &Tensor, input: &Tensor) -> Result<Work> {
-        let (mut out, mut input) = (out.shallow_clone(), input.shallow_clone());
-        let po = out.as_mut_ptr().cast::<ffi::CTensor>();
-        let pi = input.as_mut_ptr().cast::<ffi::CTensor>();
         // SAFETY: as in all_reduce.
-        self.work("reduce_scatter", vec![out, input], |e| unsafe {
-            ffi::ove_pg_reduce_scatter(self.ptr, po, pi, e)
+        self.work("reduce_scatter", &[out, input], |p, e| unsafe {
+            ffi::ove_pg_reduce_scatter(self.ptr, p[0], p[1], e)
         })
     }
 
     /// `out` (`world` x n elements) becomes every rank's `input` (n elements) in rank
     /// order.
     pub fn all_gather(&self, out: &Tensor, input: &Tensor) -> Result<Work> {
-        let (mut out, mut input) = (out.shallow_clone(), input.shallow_clone());
-        let po = out.as_mut_ptr().cast::<ffi::CTensor>();
-        let pi = input.as_mut_ptr().cast::<ffi::CTensor>();
         // SAFETY: as in all_reduce.
-        self.work("all_gather", vec![out, input], |e| unsafe {
-            ffi::ove_pg_allgather(self.ptr, po, pi, e)
+        self.work("all_gather", &[out, input], |p, e| unsafe {
+            ffi::ove_pg_allgather(self.ptr, p[0], p[1], e)
         })
     }
 
     pub fn barrier(&self) -> Result<Work> {
         // SAFETY: ptr is live.
-        self.work("barrier", Vec::new(), |e| unsafe {
+        self.work("barrier", &[], |_, e| unsafe {
             ffi::ove_pg_barrier(self.ptr, e)
         })
     }

@@ -2,15 +2,15 @@
 //! `torch.optim.AdamW(fused=True)` runs: one multi-tensor kernel for the whole update) and
 //! `aten::_foreach_copy_`. tch binds neither; they exist on the CPU and on CUDA.
 
-use std::ffi::{c_char, c_void, CStr};
+use std::ffi::{c_char, c_void};
 
 use anyhow::{bail, ensure, Result};
 use tch::{Kind, Tensor};
 
+use crate::shim::{take_error, Handles};
 use crate::train::optim::AdamWConfig;
 
 extern "C" {
-    fn ove_str_free(s: *mut c_char);
     #[allow(clippy::too_many_arguments)]
     fn ove_fused_adamw(
         params: *const *mut c_void,
@@ -32,36 +32,6 @@ extern "C" {
         n: usize,
         err: *mut *mut c_char,
     ) -> i32;
-}
-
-fn take_error(err: *mut c_char) -> String {
-    if err.is_null() {
-        return "unknown error".into();
-    }
-    // SAFETY: the shim's malloc'ed NUL-terminated message, freed once here.
-    unsafe {
-        let s = CStr::from_ptr(err).to_string_lossy().into_owned();
-        ove_str_free(err);
-        s
-    }
-}
-
-/// Owned handles and their `at::Tensor*` pointers (alive as long as this is).
-struct Handles {
-    _owned: Vec<Tensor>,
-    ptrs: Vec<*mut c_void>,
-}
-
-fn handles(ts: &[Tensor]) -> Handles {
-    let mut owned: Vec<Tensor> = ts.iter().map(|t| t.shallow_clone()).collect();
-    let ptrs = owned
-        .iter_mut()
-        .map(|t| t.as_mut_ptr().cast::<c_void>())
-        .collect();
-    Handles {
-        _owned: owned,
-        ptrs,
-    }
 }
 
 /// One AdamW update of `params` in place (`grads`, `exp_avgs`, `exp_avg_sqs` alike in
@@ -93,11 +63,11 @@ pub fn fused_adamw(
     let step_t = Tensor::from(step as f32).to_device(device);
     let steps: Vec<Tensor> = (0..n).map(|_| step_t.shallow_clone()).collect();
     let (p, g, m, v, s) = (
-        handles(params),
-        handles(grads),
-        handles(exp_avgs),
-        handles(exp_avg_sqs),
-        handles(&steps),
+        Handles::new(params),
+        Handles::new(grads),
+        Handles::new(exp_avgs),
+        Handles::new(exp_avg_sqs),
+        Handles::new(&steps),
     );
     let mut err = std::ptr::null_mut();
     // SAFETY: five arrays of n live tensor pointers, kept alive by the handles.
@@ -135,7 +105,7 @@ pub fn foreach_copy(dst: &[Tensor], src: &[Tensor]) -> Result<()> {
     if dst.is_empty() {
         return Ok(());
     }
-    let (d, s) = (handles(dst), handles(src));
+    let (d, s) = (Handles::new(dst), Handles::new(src));
     let mut err = std::ptr::null_mut();
     // SAFETY: two arrays of live tensor pointers of the same length.
     let rc = unsafe { ove_foreach_copy(d.ptrs.as_ptr(), s.ptrs.as_ptr(), dst.len(), &mut err) };

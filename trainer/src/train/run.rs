@@ -305,7 +305,7 @@ pub fn run_in(cfg: &TrainRun, dist: Option<&Dist>) -> Result<Vec<StepStats>> {
     }
     let mut order = epoch_order(units.len(), cursor.rng);
     let mut opt = match (dist, cfg.zero1) {
-        (Some(d), true) => Held::Zero1(ZeroAdamW::from_full(full, d)?),
+        (Some(d), true) => Held::Zero1(ZeroAdamW::from_full(full, d)?, d),
         _ => Held::Full(full),
     };
 
@@ -400,8 +400,7 @@ pub fn run_in(cfg: &TrainRun, dist: Option<&Dist>) -> Result<Vec<StepStats>> {
         let step_opt = match (&mut opt, dist) {
             (Held::Full(o), None) => StepOptimizer::Local(o),
             (Held::Full(o), Some(d)) => StepOptimizer::DataParallel(o, d),
-            (Held::Zero1(o), Some(d)) => StepOptimizer::Zero1(o, d),
-            (Held::Zero1(_), None) => unreachable!("ZeRO-1 is only built with a group"),
+            (Held::Zero1(o, d), _) => StepOptimizer::Zero1(o, d),
         };
         let stats = train_step_with(
             &loaded.model,
@@ -490,13 +489,12 @@ pub fn run_in(cfg: &TrainRun, dist: Option<&Dist>) -> Result<Vec<StepStats>> {
         if (periodic || done == end) && done < cfg.steps {
             // ZeRO-1's shards are gathered on every rank; rank 0 writes.
             let gathered;
-            let full = match (&opt, dist) {
-                (Held::Full(o), _) => o,
-                (Held::Zero1(o), Some(d)) => {
+            let full = match &opt {
+                Held::Full(o) => o,
+                Held::Zero1(o, d) => {
                     gathered = o.gather(d)?;
                     &gathered
                 }
-                (Held::Zero1(_), None) => unreachable!("ZeRO-1 is only built with a group"),
             };
             if !main {
                 continue;
@@ -545,17 +543,18 @@ pub fn run_in(cfg: &TrainRun, dist: Option<&Dist>) -> Result<Vec<StepStats>> {
     Ok(history)
 }
 
-/// The optimizer a run holds: one process's state, or this rank's ZeRO-1 shard.
-enum Held {
+/// The optimizer a run holds: one process's state, or this rank's ZeRO-1 shard and the
+/// group it is sharded over.
+enum Held<'a> {
     Full(AdamW),
-    Zero1(ZeroAdamW),
+    Zero1(ZeroAdamW, &'a Dist),
 }
 
 /// Logs the optimizer state held per rank, and (rank 0) writes it with the group's shape
 /// to `OUT/distributed.json`.
 fn report_distributed(cfg: &TrainRun, dist: &Dist, opt: &Held) -> Result<()> {
     let memory = match opt {
-        Held::Zero1(o) => o.memory(dist.world()),
+        Held::Zero1(o, _) => o.memory(dist.world()),
         Held::Full(o) => {
             let bytes = unsharded_state_bytes(o);
             OptimizerMemory {

@@ -64,8 +64,8 @@ pub enum StepOptimizer<'a> {
     Zero1(&'a mut ZeroAdamW, &'a Dist),
 }
 
-impl StepOptimizer<'_> {
-    fn dist(&self) -> Option<&Dist> {
+impl<'a> StepOptimizer<'a> {
+    fn dist(&self) -> Option<&'a Dist> {
         match self {
             Self::Local(_) => None,
             Self::DataParallel(_, d) | Self::Zero1(_, d) => Some(d),
@@ -90,17 +90,14 @@ impl StepOptimizer<'_> {
             );
             Ok(())
         };
+        let dist = self.dist();
         match self {
-            Self::Local(o) => {
-                let norm = clip_grad_norm(&o.tensors(), grad_clip);
-                check(norm)?;
-                o.step(lr)?;
-                Ok(norm)
-            }
-            Self::DataParallel(o, d) => {
-                let t = Instant::now();
-                all_reduce_grads(d, &o.tensors())?;
-                *comm += t.elapsed().as_secs_f64();
+            Self::Local(o) | Self::DataParallel(o, _) => {
+                if let Some(d) = dist {
+                    let t = Instant::now();
+                    all_reduce_grads(d, &o.tensors())?;
+                    *comm += t.elapsed().as_secs_f64();
+                }
                 let norm = clip_grad_norm(&o.tensors(), grad_clip);
                 check(norm)?;
                 o.step(lr)?;
