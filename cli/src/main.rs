@@ -41,6 +41,9 @@ enum Command {
     Bench(cmd::bench::Args),
     /// Compare two bundles (e.g. int4 against its float twin) on golden cases: top-1 agreement, KL, max logit diff.
     Compare(cmd::compare::Args),
+    /// Serve a bundle over HTTP: OpenAI's chat completions API and an OCR upload endpoint.
+    #[cfg(feature = "serve")]
+    Serve(cmd::serve::Args),
     /// Score OCR on a folder of images with NAME.txt ground truth: CER, WER, exact lines, speed.
     Eval(cmd::eval::Args),
     /// Copy the aarch64 runtime, a bundle and a systemd unit to a Jetson over ssh, and verify them.
@@ -64,6 +67,8 @@ fn main() -> ExitCode {
         Command::Compare(a) => cmd::compare::run(a),
         Command::Deploy(a) => cmd::deploy::run(a),
         Command::Eval(a) => cmd::eval::run(a),
+        #[cfg(feature = "serve")]
+        Command::Serve(a) => cmd::serve::run(a),
         Command::Train(a) => cmd::train::run(a),
     };
     match result {

@@ -20,29 +20,64 @@ pub const IMAGE_PAD: &str = "<|image_pad|>";
 pub const ENDOFTEXT: &str = "<|endoftext|>";
 pub const DEFAULT_SYSTEM: &str = "You are a helpful assistant.";
 
+/// One piece of a chat message's content, in the order the message gives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part<'a> {
+    Text(&'a str),
+    /// One image: a `<|vision_start|><|image_pad|><|vision_end|>` placeholder that
+    /// [`expand_image_pads`] widens to the image's token count.
+    Image,
+}
+
+/// One message of a conversation: its role (`system`, `user`, `assistant`) and content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Turn<'a> {
+    pub role: &'a str,
+    pub parts: Vec<Part<'a>>,
+}
+
+/// The ChatML text of a conversation followed by the assistant's header: each message as
+/// `<|im_start|>ROLE\n` + its parts in order + `<|im_end|>\n` (Qwen's chat template).
+pub fn render_turns(turns: &[Turn<'_>]) -> String {
+    let mut s = String::new();
+    for turn in turns {
+        s.push_str(IM_START);
+        s.push_str(turn.role);
+        s.push('\n');
+        for part in &turn.parts {
+            match part {
+                Part::Text(t) => s.push_str(t),
+                Part::Image => {
+                    s.push_str(VISION_START);
+                    s.push_str(IMAGE_PAD);
+                    s.push_str(VISION_END);
+                }
+            }
+        }
+        s.push_str(IM_END);
+        s.push('\n');
+    }
+    s.push_str(IM_START);
+    s.push_str("assistant\n");
+    s
+}
+
 /// The ChatML text of one user turn followed by the assistant's header. Each image is
 /// one `<|vision_start|><|image_pad|><|vision_end|>` placeholder, placed before the text
 /// (the reference's usual layout); [`expand_image_pads`] widens each pad afterwards.
 pub fn render_chat(system: &str, user_text: &str, n_images: usize) -> String {
-    let mut s = String::new();
-    s.push_str(IM_START);
-    s.push_str("system\n");
-    s.push_str(system);
-    s.push_str(IM_END);
-    s.push('\n');
-    s.push_str(IM_START);
-    s.push_str("user\n");
-    for _ in 0..n_images {
-        s.push_str(VISION_START);
-        s.push_str(IMAGE_PAD);
-        s.push_str(VISION_END);
-    }
-    s.push_str(user_text);
-    s.push_str(IM_END);
-    s.push('\n');
-    s.push_str(IM_START);
-    s.push_str("assistant\n");
-    s
+    let mut user = vec![Part::Image; n_images];
+    user.push(Part::Text(user_text));
+    render_turns(&[
+        Turn {
+            role: "system",
+            parts: vec![Part::Text(system)],
+        },
+        Turn {
+            role: "user",
+            parts: user,
+        },
+    ])
 }
 
 /// Replaces the i-th single `image_pad` id by `counts[i]` copies. The number of pads must
@@ -192,7 +227,45 @@ impl PromptBuilder {
     /// (from [`crate::config::ModelConfig::tokens_per_image`]).
     pub fn encode(&self, user_text: &str, image_token_counts: &[usize]) -> Result<Vec<i64>> {
         let text = render_chat(&self.system, user_text, image_token_counts.len());
-        let ids = self.encode_text(&text)?;
+        self.encode_rendered(&text, image_token_counts)
+    }
+
+    /// Prompt ids for a conversation (an OpenAI-style message list): the builder's system
+    /// message first unless the conversation starts with its own; `image_token_counts[i]`
+    /// pads for the i-th [`Part::Image`] in message order.
+    pub fn encode_turns(
+        &self,
+        turns: &[Turn<'_>],
+        image_token_counts: &[usize],
+    ) -> Result<Vec<i64>> {
+        let images = turns
+            .iter()
+            .flat_map(|t| &t.parts)
+            .filter(|p| **p == Part::Image)
+            .count();
+        if images != image_token_counts.len() {
+            bail!(
+                "the conversation has {images} image(s) but {} token count(s) were given",
+                image_token_counts.len()
+            );
+        }
+        let text = if turns.first().is_some_and(|t| t.role == "system") {
+            render_turns(turns)
+        } else {
+            let mut all = Vec::with_capacity(turns.len() + 1);
+            all.push(Turn {
+                role: "system",
+                parts: vec![Part::Text(&self.system)],
+            });
+            all.extend(turns.iter().cloned());
+            render_turns(&all)
+        };
+        self.encode_rendered(&text, image_token_counts)
+    }
+
+    /// Tokenizes a rendered template and widens its image pads.
+    fn encode_rendered(&self, text: &str, image_token_counts: &[usize]) -> Result<Vec<i64>> {
+        let ids = self.encode_text(text)?;
         if ids.iter().filter(|&&t| t == self.tokens.image_pad).count() != image_token_counts.len() {
             bail!(
                 "the tokenizer does not map {IMAGE_PAD} to a single id {} (or the prompt text contains it)",
@@ -324,6 +397,47 @@ mod tests {
         assert_eq!(image_pad_runs(&ids, pad), vec![4, 9, 1]);
         let text_only = b.encode("Read", &[]).unwrap();
         assert!(image_pad_runs(&text_only, pad).is_empty());
+    }
+
+    #[test]
+    fn a_conversation_renders_each_message_in_order() {
+        let b = builder();
+        // One user message with the image first is exactly the one-turn prompt.
+        let one = [Turn {
+            role: "user",
+            parts: vec![Part::Image, Part::Text("Read the text")],
+        }];
+        assert_eq!(
+            b.encode_turns(&one, &[6]).unwrap(),
+            b.encode("Read the text", &[6]).unwrap()
+        );
+        // Its own system message replaces the default; images keep their places.
+        let turns = [
+            Turn {
+                role: "system",
+                parts: vec![Part::Text("You are a helpful assistant.")],
+            },
+            Turn {
+                role: "user",
+                parts: vec![Part::Text("Read"), Part::Image],
+            },
+            Turn {
+                role: "assistant",
+                parts: vec![Part::Text("text")],
+            },
+            Turn {
+                role: "user",
+                parts: vec![Part::Image, Part::Text("Read")],
+            },
+        ];
+        let text = render_turns(&turns);
+        assert_eq!(text.matches(IM_START).count(), 5);
+        assert_eq!(text.matches("system").count(), 1);
+        assert!(text.contains("<|im_start|>user\nRead<|vision_start|>"));
+        let ids = b.encode_turns(&turns, &[2, 3]).unwrap();
+        assert_eq!(image_pad_runs(&ids, b.tokens().image_pad), vec![2, 3]);
+        // The token counts must match the images.
+        assert!(b.encode_turns(&turns, &[2]).is_err());
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::mask::{causal_bias, position_ids};
 use crate::sampling::{Sampler, SamplingOptions};
 
 mod batch;
-pub use batch::BatchPrompt;
+pub use batch::{BatchPrompt, BatchRequest};
 
 /// How to open a bundle.
 #[derive(Debug, Clone, Default)]
@@ -246,6 +246,22 @@ impl Model {
     }
     /// The bundle's generation_config.json as options (see [`crate::gen_config`]); put a
     /// caller's values over it with [`GenerateOverrides::resolve`].
+    /// The bundle's tokenizer and token ids as a prompt builder with `system` as the system
+    /// message; an error names the bundle when it has no tokenizer.json.
+    pub fn prompt_builder(&self, system: &str) -> Result<ove_core::prompt::PromptBuilder> {
+        let Some(path) = self.bundle.tokenizer_path()? else {
+            anyhow::bail!(
+                "bundle {} has no tokenizer.json (its checkpoint had none), so text prompts \
+                 cannot be encoded; `ove trace` runs token ids directly",
+                self.bundle.dir().display()
+            );
+        };
+        Ok(
+            ove_core::prompt::PromptBuilder::from_file(&path, self.manifest().tokens.clone())?
+                .with_system(system),
+        )
+    }
+
     pub fn default_options(&self) -> GenerateOptions {
         GenerateOverrides::default().resolve(&self.manifest().generation)
     }
@@ -617,6 +633,15 @@ impl<'a> TextStream<'a> {
         let piece = text[self.shown..].to_string();
         self.shown = text.len();
         Ok(piece)
+    }
+
+    /// What [`Self::push`] has not returned yet, at the end of generation: text held back
+    /// for a character the last tokens left incomplete (shown as U+FFFD).
+    pub fn finish(&mut self) -> Result<String> {
+        let text = self.prompt.decode(&self.ids)?;
+        let rest = text.get(self.shown..).unwrap_or_default().to_string();
+        self.shown = text.len();
+        Ok(rest)
     }
 
     /// All text so far.

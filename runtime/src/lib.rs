@@ -60,8 +60,8 @@ pub use backend::{
 pub use bundle::{Bundle, Verify};
 pub use gen_config::GenerateOverrides;
 pub use generate::{
-    BatchPrompt, EncodedImage, FinishReason, GenerateOptions, Generation, LoadOptions, LogitRows,
-    Model, Sequence, TextStream, VisionContext,
+    BatchPrompt, BatchRequest, EncodedImage, FinishReason, GenerateOptions, Generation,
+    LoadOptions, LogitRows, Model, Sequence, TextStream, VisionContext,
 };
 pub use providers::{Provider, ProviderSettings};
 pub use sampling::{Sampler, SamplingOptions};

@@ -25,6 +25,47 @@ use crate::layout::{find_lines, LayoutOptions};
 use crate::line_batch::encode_lines;
 pub use crate::line_batch::{MAX_LINE_BATCH, MAX_LINE_PATCHES};
 
+/// The instruction `ove ocr` and `ove serve`'s `/v1/ocr` give with each page or line
+/// unless told otherwise.
+pub const DEFAULT_OCR_PROMPT: &str = "Read all the text in the image.";
+
+/// One page of `ove ocr --json` (and of `/v1/ocr?format=json`): the file it came from,
+/// its 1-based page number, its text and its lines (empty when read whole).
+#[derive(Debug, Clone, Serialize)]
+pub struct PageRecord {
+    pub file: String,
+    /// 1-based page number in the file.
+    pub page: usize,
+    pub text: String,
+    pub lines: Vec<LineText>,
+}
+
+impl PageRecord {
+    /// The record of page `index` (0-based) of `file`.
+    pub fn new(file: String, index: usize, read: PageText) -> Self {
+        Self {
+            file,
+            page: index + 1,
+            text: read.text,
+            lines: read.lines,
+        }
+    }
+}
+
+/// The text `ove ocr` prints for one file's pages: each page's text on its own line(s),
+/// pages separated by a form feed.
+pub fn pages_text<'a>(pages: impl IntoIterator<Item = &'a str>) -> String {
+    let mut out = String::new();
+    for (k, text) in pages.into_iter().enumerate() {
+        if k > 0 {
+            out.push('\x0c');
+        }
+        out.push_str(text);
+        out.push('\n');
+    }
+    out
+}
+
 /// One line of a page and what the model read in it.
 #[derive(Debug, Clone, Serialize)]
 pub struct LineText {

@@ -13,7 +13,8 @@ use common::*;
 use ove_exporter::{export, Dtype, ExportOptions, Int4Options};
 use ove_runtime::trace::Case;
 use ove_runtime::{
-    BackendChoice, BatchPrompt, EncodedImage, FinishReason, GenerateOptions, Generation, Model,
+    BackendChoice, BatchPrompt, BatchRequest, EncodedImage, FinishReason, GenerateOptions,
+    Generation, Model,
 };
 
 const CASE: &str = "one-image";
@@ -185,5 +186,73 @@ fn an_unbatched_bundle_decodes_rows_one_at_a_time() {
             })
             .collect();
         assert_same(&together, &alone, &format!("{choice:?}"));
+    }
+}
+
+/// Rows under their own options (as `ove serve` batches requests) decode as each would
+/// alone: different lengths and sampling per row, one row stopped by the callback after
+/// three tokens, and every token passed to the callback with its row.
+#[test]
+fn rows_with_their_own_options_and_a_stopped_row_decode_as_alone() {
+    let c = Case::load(&case_dir(CASE)).unwrap();
+    let dir = bundle(CASE, Dtype::F32);
+    for choice in [BackendChoice::Tract, BackendChoice::Ort] {
+        let mut model = load(&dir, choice);
+        let prompts = prompts(&c, model.manifest().tokens.image_pad);
+        let img = model.encode_image_file(&c.images[0]).unwrap();
+        let mut sampled = no_eos(6, None);
+        sampled.sampling.temperature = 0.8;
+        sampled.sampling.seed = Some(7);
+        let opts = [no_eos(5, None), sampled, no_eos(9, None), no_eos(8, None)];
+        // Row 3 is stopped by its callback after its third token.
+        let stop_row = 3;
+        let alone: Vec<Generation> = prompts
+            .iter()
+            .zip(&opts)
+            .enumerate()
+            .map(|(r, ((ids, with_image), o))| {
+                let images: &[&EncodedImage] = if *with_image { &[&img] } else { &[] };
+                let mut n = 0;
+                model
+                    .generate(ids, images, o, |_| {
+                        n += 1;
+                        if r == stop_row && n == 3 {
+                            ControlFlow::Break(())
+                        } else {
+                            ControlFlow::Continue(())
+                        }
+                    })
+                    .unwrap()
+            })
+            .collect();
+        let one = [&img];
+        let reqs: Vec<BatchRequest<'_>> = prompts
+            .iter()
+            .zip(&opts)
+            .map(|((ids, with_image), o)| BatchRequest {
+                prompt: BatchPrompt {
+                    ids,
+                    images: if *with_image { &one } else { &[] },
+                },
+                opts: o,
+            })
+            .collect();
+        let mut seen = vec![Vec::new(); reqs.len()];
+        let together = model
+            .generate_each(&reqs, |r, t| {
+                seen[r].push(t);
+                if r == stop_row && seen[r].len() == 3 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .unwrap();
+        assert_same(&together, &alone, &format!("{choice:?}"));
+        assert_eq!(together[stop_row].finish, FinishReason::Stopped);
+        assert_eq!(together[1].tokens.len(), 6);
+        for (r, g) in together.iter().enumerate() {
+            assert_eq!(seen[r], g.tokens, "{choice:?}: row {r}'s callback");
+        }
     }
 }

@@ -204,7 +204,7 @@ fn bench_page(args: &Args, path: &std::path::Path) -> Result<ExitCode> {
     let page = ove_core::preprocess::load_rgb(path, &Default::default())?;
     let mut model = args.model.load()?;
     let mode = ReadMode::of(&model);
-    let prompt = super::run::prompt_builder(&model, DEFAULT_SYSTEM)?;
+    let prompt = model.prompt_builder(DEFAULT_SYSTEM)?;
     let opts = GenerateOptions {
         prefill_chunk: (args.prefill_chunk > 0).then_some(args.prefill_chunk),
         ..model.default_options()

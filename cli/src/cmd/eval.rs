@@ -15,7 +15,7 @@ use ove_core::preprocess::{load_rgb, DecodeOptions};
 use ove_runtime::read::read_page;
 
 use super::ocr::{ReadArgs, DEFAULT_OCR_PROMPT};
-use super::run::{prompt_builder, ModelArgs, SamplingArgs};
+use super::run::{ModelArgs, SamplingArgs};
 
 use ove_core::metrics;
 
@@ -143,7 +143,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         let opts = args.sampling.options(&model);
         let mode = args.read.mode(&model)?;
         backend = Some(model.describe_backend());
-        let prompt = prompt_builder(&model, DEFAULT_SYSTEM)?;
+        let prompt = model.prompt_builder(DEFAULT_SYSTEM)?;
         if let Some(dir) = &args.save_predictions {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }

@@ -9,5 +9,7 @@ pub mod layout;
 pub mod ocr;
 pub mod preprocess;
 pub mod run;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod trace;
 pub mod train;

@@ -10,14 +10,12 @@ use anyhow::{Context, Result};
 use ove_core::manifest::{LineReader, PageReading};
 use ove_core::prompt::{PromptBuilder, DEFAULT_SYSTEM};
 use ove_runtime::pages::{load_pages, Page, PageOptions};
-use ove_runtime::read::{encode_rgb, read_page, LineText, ReadMode};
+use ove_runtime::read::{encode_rgb, read_page, PageRecord, ReadMode};
 use ove_runtime::{GenerateOptions, Model};
-use serde::Serialize;
 
-use super::run::{print_stats, prompt_builder, stream_answer, ModelArgs, SamplingArgs};
+use super::run::{print_stats, stream_answer, ModelArgs, SamplingArgs};
 
-/// The instruction given with each image unless --prompt says otherwise.
-pub const DEFAULT_OCR_PROMPT: &str = "Read all the text in the image.";
+pub use ove_runtime::read::DEFAULT_OCR_PROMPT;
 
 /// How pages are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -144,16 +142,6 @@ pub struct Args {
     pub stats: bool,
 }
 
-/// One page of `--json` output.
-#[derive(Serialize)]
-struct PageJson {
-    file: String,
-    /// 1-based page number in the file.
-    page: usize,
-    text: String,
-    lines: Vec<LineText>,
-}
-
 /// What every page needs.
 struct Reader<'a> {
     model: Model,
@@ -177,7 +165,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     tracing::debug!(?mode, "reading mode");
     let mut reader = Reader {
         opts: args.sampling.options(&model),
-        prompt: prompt_builder(&model, DEFAULT_SYSTEM)?,
+        prompt: model.prompt_builder(DEFAULT_SYSTEM)?,
         model,
         mode,
         args: &args,
@@ -224,7 +212,7 @@ impl Reader<'_> {
         file: &Path,
         pages: &[Page],
         out: &mut dyn Write,
-        json: &mut Vec<PageJson>,
+        json: &mut Vec<PageRecord>,
     ) -> Result<()> {
         for (k, page) in pages.iter().enumerate() {
             if k > 0 && !self.args.json {
@@ -242,7 +230,7 @@ impl Reader<'_> {
         file: &Path,
         page: &Page,
         out: &mut dyn Write,
-        json: &mut Vec<PageJson>,
+        json: &mut Vec<PageRecord>,
     ) -> Result<()> {
         if self.mode.layout == PageReading::Page && !self.args.json {
             // Whole pages stream as they are generated (a large model is slow).
@@ -270,12 +258,11 @@ impl Reader<'_> {
             &self.opts,
         )?;
         if self.args.json {
-            json.push(PageJson {
-                file: file.display().to_string(),
-                page: page.index + 1,
-                text: read.text,
-                lines: read.lines,
-            });
+            json.push(PageRecord::new(
+                file.display().to_string(),
+                page.index,
+                read,
+            ));
         } else {
             writeln!(out, "{}", read.text)?;
         }

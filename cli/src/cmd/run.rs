@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use ove_core::prompt::{PromptBuilder, DEFAULT_SYSTEM};
 use ove_runtime::generate::DEFAULT_PREFILL_CHUNK;
 use ove_runtime::{
@@ -292,7 +292,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     args.sampling.validate()?;
     let mut model = args.model.load()?;
     let opts = args.sampling.options(&model);
-    let prompt = prompt_builder(&model, &args.system)?;
+    let prompt = model.prompt_builder(&args.system)?;
     let mut stdout = std::io::stdout().lock();
     let g = answer(
         &mut model,
@@ -307,18 +307,6 @@ pub fn run(args: Args) -> Result<ExitCode> {
         print_stats(&g);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The bundle's tokenizer with the manifest's token ids.
-pub fn prompt_builder(model: &Model, system: &str) -> Result<PromptBuilder> {
-    let Some(path) = model.bundle().tokenizer_path()? else {
-        bail!(
-            "bundle {} has no tokenizer.json (its checkpoint had none), so text prompts cannot \
-             be encoded; `ove trace` runs token ids directly",
-            model.bundle().dir().display()
-        );
-    };
-    Ok(PromptBuilder::from_file(&path, model.manifest().tokens.clone())?.with_system(system))
 }
 
 /// Encodes the images, builds the chat prompt and streams the generated text to `out`.
@@ -365,6 +353,11 @@ pub fn stream_answer(
     if let Some(e) = failure {
         return Err(e.context("writing the answer"));
     }
+    // Text held back for a character the last tokens left incomplete.
+    let rest = stream.finish()?;
+    out.write_all(rest.as_bytes())
+        .and_then(|()| out.flush())
+        .context("writing the answer")?;
     Ok(g)
 }
 

@@ -8,6 +8,10 @@
 //!
 //! Rows are decoded in groups of [`Model::max_decoder_rows`] (1 for a bundle whose decoder
 //! graph is unbatched, schema <= 3: those run one by one through [`Model::generate`]).
+//!
+//! [`Model::generate_each`] is the general form: each row has its own options (a service
+//! batches requests that asked for different lengths and sampling) and every token is
+//! passed to a callback with its row, which can stop that row alone (a client that left).
 
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
@@ -27,8 +31,16 @@ pub struct BatchPrompt<'a> {
     pub images: &'a [&'a EncodedImage],
 }
 
+/// One prompt of a batch with the options it is generated under.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchRequest<'a> {
+    pub prompt: BatchPrompt<'a>,
+    pub opts: &'a GenerateOptions,
+}
+
 /// The decoding state of one row.
-struct Row {
+struct Row<'a> {
+    opts: &'a GenerateOptions,
     sampler: Sampler,
     gen: Generation,
     /// The logits its next token is picked from.
@@ -50,23 +62,48 @@ impl Model {
         prompts: &[BatchPrompt<'_>],
         opts: &GenerateOptions,
     ) -> Result<Vec<Generation>> {
-        opts.sampling.validate()?;
+        let reqs: Vec<BatchRequest<'_>> = prompts
+            .iter()
+            .map(|&prompt| BatchRequest { prompt, opts })
+            .collect();
+        self.generate_each(&reqs, |_, _| ControlFlow::Continue(()))
+    }
+
+    /// Generates for every request under its own options, as [`Model::generate`] would for
+    /// it alone, decoding up to [`Model::max_decoder_rows`] requests together.
+    /// `on_token(i, id)` is called with each new id of request `i` (an index into `reqs`)
+    /// as it is chosen, eos ids excepted, exactly as `generate`'s callback; `Break` stops
+    /// that request alone ([`FinishReason::Stopped`]). The generations come back in the
+    /// order of `reqs`; their times are their group's.
+    pub fn generate_each(
+        &mut self,
+        reqs: &[BatchRequest<'_>],
+        mut on_token: impl FnMut(usize, i64) -> ControlFlow<()>,
+    ) -> Result<Vec<Generation>> {
+        for r in reqs {
+            r.opts.sampling.validate()?;
+        }
         let group = self.max_decoder_rows();
-        let mut out = Vec::with_capacity(prompts.len());
-        for (g, rows) in prompts.chunks(group).enumerate() {
-            let first = g * group + 1;
-            if let [p] = rows {
+        let mut out = Vec::with_capacity(reqs.len());
+        for (g, rows) in reqs.chunks(group).enumerate() {
+            let first = g * group;
+            if let [r] = rows {
                 let gen = self
-                    .generate(p.ids, p.images, opts, |_| ControlFlow::Continue(()))
-                    .with_context(|| format!("prompt {first}"))?;
+                    .generate(r.prompt.ids, r.prompt.images, r.opts, |t| {
+                        on_token(first, t)
+                    })
+                    .with_context(|| format!("prompt {}", first + 1))?;
                 out.push(gen);
             } else {
-                let gens = self.generate_rows(rows, opts).with_context(|| {
-                    format!(
-                        "prompts {first}..={} decoded together",
-                        first + rows.len() - 1
-                    )
-                })?;
+                let gens = self
+                    .generate_rows(rows, |r, t| on_token(first + r, t))
+                    .with_context(|| {
+                        format!(
+                            "prompts {}..={} decoded together",
+                            first + 1,
+                            first + rows.len()
+                        )
+                    })?;
                 out.extend(gens);
             }
         }
@@ -77,10 +114,11 @@ impl Model {
     /// running.
     fn generate_rows(
         &mut self,
-        prompts: &[BatchPrompt<'_>],
-        opts: &GenerateOptions,
+        reqs: &[BatchRequest<'_>],
+        mut on_token: impl FnMut(usize, i64) -> ControlFlow<()>,
     ) -> Result<Vec<Generation>> {
-        let b = prompts.len();
+        let b = reqs.len();
+        let prompts: Vec<BatchPrompt<'_>> = reqs.iter().map(|r| r.prompt).collect();
         let (h, v) = (self.dims.hidden, self.dims.vocab);
         let mut embeds = Vec::with_capacity(b);
         for (i, p) in prompts.iter().enumerate() {
@@ -90,12 +128,13 @@ impl Model {
         }
         let lens: Vec<usize> = prompts.iter().map(|p| p.ids.len()).collect();
         let longest = lens.iter().copied().max().unwrap_or(0);
-        let mut rows: Vec<Row> = prompts
+        let mut rows: Vec<Row> = reqs
             .iter()
-            .map(|p| {
+            .map(|&BatchRequest { prompt: p, opts }| {
                 let mut sampler = Sampler::new(opts.sampling.clone());
                 sampler.observe(p.ids);
                 Row {
+                    opts,
                     sampler,
                     gen: Generation {
                         tokens: Vec::new(),
@@ -116,7 +155,12 @@ impl Model {
         // Prefill in chunks of slots; the attention scratch of a chunk is B times one
         // row's, so a chunk is the single-sequence chunk divided among the rows.
         let t0 = Instant::now();
-        let chunk = opts.prefill_chunk.map_or(longest, |c| (c / b).max(1));
+        // The smallest chunk any row asked for bounds the group's scratch.
+        let chunk = reqs
+            .iter()
+            .filter_map(|r| r.opts.prefill_chunk)
+            .min()
+            .map_or(longest, |c| (c / b).max(1));
         let mut start = 0;
         while start < longest {
             let end = (start + chunk).min(longest);
@@ -163,8 +207,11 @@ impl Model {
                 let token = row.sampler.pick(&row.logits) as i64;
                 row.sampler.observe(&[token]);
                 row.gen.tokens.push(token);
+                let opts = row.opts;
                 let finish = if opts.stop_at_eos && self.eos.contains(&token) {
                     Some(FinishReason::Eos)
+                } else if on_token(r, token).is_break() {
+                    Some(FinishReason::Stopped)
                 } else if row.gen.tokens.len() >= opts.max_new_tokens {
                     Some(FinishReason::MaxNewTokens)
                 } else if mask.len(r) >= self.max_context {

@@ -73,8 +73,9 @@ pub struct Args {
     /// The `ove` executable for the device (see targets/build-aarch64).
     #[arg(long, default_value = DEFAULT_BINARY)]
     binary: PathBuf,
-    /// Also install and start the systemd unit (targets/ove-ocr.service: a boot-time warm-up
-    /// of the bundle); needs root on the device or passwordless sudo.
+    /// Also install and start the systemd unit (targets/ove-ocr.service: `ove serve` on the
+    /// bundle at 127.0.0.1:8080, its files verified at every start, restarted on failure);
+    /// needs root on the device or passwordless sudo.
     #[arg(long, requires = "bundle")]
     service: bool,
     /// After verifying, run `ove bench` once on the device over ssh, so that ONNX Runtime
@@ -144,7 +145,8 @@ fn summary(args: &Args, plan: &Plan, copy_secs: f64, started: Instant) {
     }
     if args.service {
         println!(
-            "service: {} installed, enabled and started (journalctl -u ove-ocr)",
+            "service: {} installed, enabled and started: ove serve on 127.0.0.1:8080 of the \
+             device (curl http://127.0.0.1:8080/health there; logs: journalctl -u ove-ocr)",
             transfer::UNIT_NAME
         );
     }

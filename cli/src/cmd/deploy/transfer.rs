@@ -264,7 +264,10 @@ mod tests {
     fn unit_template_renders() {
         let u = render_unit(UNIT_TEMPLATE, "/opt/ove", "ocr", "nvidia").unwrap();
         assert!(!u.contains('@'), "a placeholder was left:\n{u}");
-        assert!(u.contains("ExecStart=/opt/ove/bin/ove bench --bundle /opt/ove/bundles/ocr\n"));
+        assert!(u.contains(
+            "ExecStart=/opt/ove/bin/ove serve --bundle /opt/ove/bundles/ocr --host 127.0.0.1 --port 8080\n"
+        ));
+        assert!(u.contains("Restart=on-failure\n"));
         assert!(u.contains("User=nvidia\n"));
         assert!(render_unit(UNIT_TEMPLATE, "/opt/my ove", "ocr", "nvidia").is_err());
     }
