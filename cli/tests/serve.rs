@@ -57,6 +57,13 @@ fn image_uri() -> String {
     )
 }
 
+/// A chat request whose one message is an image at `url`.
+fn image_only(url: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": url}}]}]}))
+    .unwrap()
+}
+
 /// A chat request with the image and `extra` fields.
 fn chat(extra: serde_json::Value) -> Vec<u8> {
     let mut body = json!({
@@ -430,27 +437,21 @@ fn bad_input_gets_json_errors_and_the_server_stays_up() {
         400,
         "pdf",
     );
-    let not_b64 = serde_json::to_vec(&json!({"messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@@"}}]}]}))
-    .unwrap();
+    let not_b64 = image_only("data:image/png;base64,@@@@");
     check(
         "a data URI that is not base64",
         post("/v1/chat/completions", &[JSON], &not_b64),
         400,
         "base64",
     );
-    let remote = serde_json::to_vec(&json!({"messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]}))
-    .unwrap();
+    let remote = image_only("https://example.com/a.png");
     check(
         "a remote image URL",
         post("/v1/chat/completions", &[JSON], &remote),
         400,
         "offline",
     );
-    let file = serde_json::to_vec(&json!({"messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}]}]}))
-    .unwrap();
+    let file = image_only("file:///etc/passwd");
     check(
         "a file:// URL without --allow-dir",
         post("/v1/chat/completions", &[JSON], &file),
