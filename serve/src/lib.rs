@@ -130,6 +130,13 @@ async fn serve(opts: ServeOptions, load: Loader) -> Result<()> {
     Ok(())
 }
 
+/// Seconds since the Unix epoch (OpenAI's `created` fields).
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;

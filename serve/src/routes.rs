@@ -320,7 +320,7 @@ async fn chat_completions(
     }))?;
     let completion = Completion {
         id: format!("chatcmpl-{id}"),
-        created: unix_now(),
+        created: crate::unix_now(),
         model: info.id.clone(),
     };
     if stream {
@@ -369,12 +369,6 @@ async fn chat_completions(
 
 fn usage(prompt: usize, completion: usize) -> serde_json::Value {
     json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// The fields every chunk of one completion repeats.
@@ -450,8 +444,11 @@ fn stream_chat(
             if done {
                 return None;
             }
-            let (events, done) = match tokio::time::timeout_at(until, rx.recv()).await {
-                Ok(Some(ChatEvent::Text(t))) => (vec![c.chunk(json!({"content": t}), None)], false),
+            let failure = match tokio::time::timeout_at(until, rx.recv()).await {
+                Ok(Some(ChatEvent::Text(t))) => {
+                    let ev = vec![c.chunk(json!({"content": t}), None)];
+                    return Some((ev, (rx, log, c, false)));
+                }
                 Ok(Some(ChatEvent::Done {
                     finish,
                     prompt_tokens,
@@ -469,27 +466,17 @@ fn stream_chat(
                         ev.push(Event::default().data(body.to_string()));
                     }
                     ev.push(Event::default().data("[DONE]"));
-                    (ev, true)
+                    return Some((ev, (rx, log, c, true)));
                 }
-                Ok(Some(ChatEvent::Failed(e))) => {
-                    log.status = e.status.as_u16();
-                    log.finished = true;
-                    (vec![Event::default().data(e.body().to_string())], true)
-                }
-                Ok(None) => {
-                    let e = ApiError::internal("the model failed on this request");
-                    log.status = 500;
-                    log.finished = true;
-                    (vec![Event::default().data(e.body().to_string())], true)
-                }
-                Err(_) => {
-                    let e = ApiError::timeout();
-                    log.status = 504;
-                    log.finished = true;
-                    (vec![Event::default().data(e.body().to_string())], true)
-                }
+                Ok(Some(ChatEvent::Failed(e))) => e,
+                Ok(None) => ApiError::internal("the model failed on this request"),
+                Err(_) => ApiError::timeout(),
             };
-            Some((events, (rx, log, c, done)))
+            // One error event, and the stream ends.
+            log.status = failure.status.as_u16();
+            log.finished = true;
+            let ev = vec![Event::default().data(failure.body().to_string())];
+            Some((ev, (rx, log, c, true)))
         },
     );
     let stream = futures_util::stream::once(async move { vec![first] })

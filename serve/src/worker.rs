@@ -11,7 +11,7 @@ use std::ops::ControlFlow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use anyhow::Result;
 use ove_core::config::{ModelConfig, PreprocessorConfig};
@@ -50,9 +50,7 @@ impl ModelInfo {
         let m = model.manifest();
         Ok(Self {
             id,
-            created: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            created: crate::unix_now(),
             max_context: model.max_context(),
             config: m.model.clone(),
             preprocessor: m.preprocessor.clone(),
