@@ -10,7 +10,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use safetensors::tensor::Dtype;
 use serde::Deserialize;
 
-use crate::config::{read_json, GenerationConfig, ModelConfig, PreprocessorConfig};
+use crate::config::{GenerationConfig, ModelConfig, PreprocessorConfig};
 
 pub const CONFIG_FILE: &str = "config.json";
 pub const PREPROCESSOR_FILE: &str = "preprocessor_config.json";
@@ -107,42 +107,16 @@ impl Checkpoint {
             // outside what any reader of checkpoints can defend against.
             let mmap = unsafe { memmap2::Mmap::map(&f) }
                 .with_context(|| format!("{}: cannot map", path.display()))?;
-            let (header_len, metadata) = safetensors::SafeTensors::read_metadata(&mmap)
-                .map_err(|e| anyhow!("{}: corrupt safetensors header: {e:?}", path.display()))?;
-            let data_len = mmap.len() - 8 - header_len;
             let shard_idx = shards.len();
-            for (name, info) in metadata.tensors() {
-                let (start, end) = info.data_offsets;
-                if end > data_len || start > end {
+            for info in read_header(&path, &mmap, shard_idx)? {
+                if tensors.contains_key(&info.name) {
                     bail!(
-                        "{}: tensor {name} lies past the end of the file (truncated checkpoint)",
-                        path.display()
-                    );
-                }
-                let expected = info.shape.iter().product::<usize>() * info.dtype.bitsize() / 8;
-                if end - start != expected {
-                    bail!(
-                        "{}: tensor {name} has {} bytes, its shape {:?} and dtype {:?} need {expected}",
+                        "{}: tensor {} appears in two shards",
                         path.display(),
-                        end - start,
-                        info.shape,
-                        info.dtype
+                        info.name
                     );
                 }
-                if tensors.contains_key(&name) {
-                    bail!("{}: tensor {name} appears in two shards", path.display());
-                }
-                tensors.insert(
-                    name.clone(),
-                    TensorInfo {
-                        name,
-                        dtype: info.dtype,
-                        shape: info.shape.clone(),
-                        shard: shard_idx,
-                        start: 8 + header_len + start,
-                        end: 8 + header_len + end,
-                    },
-                );
+                tensors.insert(info.name.clone(), info);
             }
             shards.push(Shard { path, mmap });
         }
@@ -220,24 +194,80 @@ impl Checkpoint {
 }
 
 /// The safetensors files of a checkpoint: those named by the index, else `model.safetensors`.
+/// The tensors a safetensors file's header lists, each checked against the file: its
+/// bytes lie inside the data section and match its shape and dtype. `bytes` is the whole
+/// file; `path` names it in errors; `shard` is recorded in each [`TensorInfo`]. Nothing
+/// is allocated from what the header announces.
+pub fn read_header(path: &Path, bytes: &[u8], shard: usize) -> Result<Vec<TensorInfo>> {
+    let (header_len, metadata) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| anyhow!("{}: corrupt safetensors header: {e:?}", path.display()))?;
+    let data_len = bytes
+        .len()
+        .checked_sub(8 + header_len)
+        .ok_or_else(|| anyhow!("{}: header longer than the file", path.display()))?;
+    let mut out = Vec::new();
+    for (name, info) in metadata.tensors() {
+        let (start, end) = info.data_offsets;
+        if end > data_len || start > end {
+            bail!(
+                "{}: tensor {name} lies past the end of the file (truncated checkpoint)",
+                path.display()
+            );
+        }
+        let expected = info
+            .shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .and_then(|n| n.checked_mul(info.dtype.bitsize()))
+            .map(|bits| bits / 8);
+        if expected != Some(end - start) {
+            bail!(
+                "{}: tensor {name} has {} bytes, its shape {:?} and dtype {:?} need {}",
+                path.display(),
+                end - start,
+                info.shape,
+                info.dtype,
+                expected.map_or("more than can be addressed".to_string(), |n| n.to_string())
+            );
+        }
+        out.push(TensorInfo {
+            name,
+            dtype: info.dtype,
+            shape: info.shape.clone(),
+            shard,
+            start: 8 + header_len + start,
+            end: 8 + header_len + end,
+        });
+    }
+    Ok(out)
+}
+
+/// The shard files `model.safetensors.index.json` names (its text; `index` names it in
+/// errors), sorted and without repeats, each checked to stay inside `dir` and to exist.
+pub fn index_shards(dir: &Path, index: &Path, text: &str) -> Result<Vec<String>> {
+    let idx: WeightIndex = crate::config::parse_json(index, text)?;
+    let mut files: Vec<String> = idx.weight_map.values().cloned().collect();
+    files.sort();
+    files.dedup();
+    for f in &files {
+        crate::manifest::resolve_in_bundle(dir, f)
+            .map_err(|e| anyhow!("{}: {e}", index.display()))?;
+        if !dir.join(f).is_file() {
+            bail!("{}: names shard {f}, which is missing", index.display());
+        }
+    }
+    if files.is_empty() {
+        bail!("{}: weight_map is empty", index.display());
+    }
+    Ok(files)
+}
+
 pub fn weight_files(dir: &Path) -> Result<Vec<String>> {
     let index = dir.join(WEIGHTS_INDEX);
     if index.is_file() {
-        let idx: WeightIndex = read_json(&index)?;
-        let mut files: Vec<String> = idx.weight_map.values().cloned().collect();
-        files.sort();
-        files.dedup();
-        for f in &files {
-            crate::manifest::resolve_in_bundle(dir, f)
-                .map_err(|e| anyhow!("{}: {e}", index.display()))?;
-            if !dir.join(f).is_file() {
-                bail!("{}: names shard {f}, which is missing", index.display());
-            }
-        }
-        if files.is_empty() {
-            bail!("{}: weight_map is empty", index.display());
-        }
-        return Ok(files);
+        let text = std::fs::read_to_string(&index)
+            .with_context(|| format!("{}: cannot read", index.display()))?;
+        return index_shards(dir, &index, &text);
     }
     if dir.join(SINGLE_WEIGHTS).is_file() {
         return Ok(vec![SINGLE_WEIGHTS.to_string()]);

@@ -48,11 +48,30 @@ pub fn parse_json<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, Con
 
 /// Reads and parses a JSON file.
 pub fn read_json<T: DeserializeOwned>(file: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Io {
+    parse_json(file, &read_text(file)?)
+}
+
+/// The text of a config file; the error names it.
+fn read_text(file: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(file).map_err(|source| ConfigError::Io {
         file: file.to_path_buf(),
         source,
+    })
+}
+
+/// [`parse_json`], then the config's own checks; their message becomes an error naming
+/// the file.
+fn parse_valid<T: DeserializeOwned>(
+    file: &Path,
+    text: &str,
+    validate: fn(&T) -> Result<(), String>,
+) -> Result<T, ConfigError> {
+    let cfg: T = parse_json(file, text)?;
+    validate(&cfg).map_err(|message| ConfigError::Invalid {
+        file: file.to_path_buf(),
+        message,
     })?;
-    parse_json(file, &text)
+    Ok(cfg)
 }
 
 /// `config.json` of a `llavaonevision1_5` checkpoint.
@@ -181,25 +200,24 @@ impl TextConfig {
     }
 }
 
+/// The largest layer or head count a config may give.
+const MAX_COUNT: usize = 1 << 12;
+/// The largest width (hidden, intermediate, head) a config may give.
+const MAX_WIDTH: usize = 1 << 20;
+/// The largest patch, merge, temporal or channel size a config may give.
+const MAX_PATCH: usize = 1 << 10;
+/// The largest vocabulary or position count a config may give.
+const MAX_VOCAB: usize = 1 << 24;
+
 impl ModelConfig {
     /// Reads `config.json` and checks that its numbers are consistent.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let cfg: Self = read_json(path)?;
-        cfg.validate().map_err(|message| ConfigError::Invalid {
-            file: path.to_path_buf(),
-            message,
-        })?;
-        Ok(cfg)
+        Self::from_json(path, &read_text(path)?)
     }
 
     /// Parses `config.json` text (the name is used in error messages).
     pub fn from_json(file: &Path, text: &str) -> Result<Self, ConfigError> {
-        let cfg: Self = parse_json(file, text)?;
-        cfg.validate().map_err(|message| ConfigError::Invalid {
-            file: file.to_path_buf(),
-            message,
-        })?;
-        Ok(cfg)
+        parse_valid(file, text, Self::validate)
     }
 
     /// The relations the architecture needs; a checkpoint that breaks one cannot run.
@@ -253,6 +271,87 @@ impl ModelConfig {
         for (key, value) in nonzero {
             if value == 0 {
                 return Err(format!("{key}: must be positive"));
+            }
+        }
+        // Far above any released model, far below where the derived sizes (q_dim, patch_dim,
+        // merger width, parameter counts) stop fitting in a usize.
+        let bounded = [
+            ("vision_config.depth", v.depth, MAX_COUNT),
+            ("vision_config.num_heads", v.num_heads, MAX_COUNT),
+            ("vision_config.hidden_size", v.hidden_size, MAX_WIDTH),
+            (
+                "vision_config.intermediate_size",
+                v.intermediate_size,
+                MAX_WIDTH,
+            ),
+            (
+                "vision_config.text_hidden_size",
+                v.text_hidden_size,
+                MAX_WIDTH,
+            ),
+            ("vision_config.patch_size", v.patch_size, MAX_PATCH),
+            (
+                "vision_config.spatial_merge_size",
+                v.spatial_merge_size,
+                MAX_PATCH,
+            ),
+            (
+                "vision_config.temporal_patch_size",
+                v.temporal_patch_size,
+                MAX_PATCH,
+            ),
+            ("vision_config.in_channels", v.in_channels, MAX_PATCH),
+            (
+                "text_config.num_hidden_layers",
+                t.num_hidden_layers,
+                MAX_COUNT,
+            ),
+            (
+                "text_config.num_attention_heads",
+                t.num_attention_heads,
+                MAX_COUNT,
+            ),
+            (
+                "text_config.num_key_value_heads",
+                t.num_key_value_heads,
+                MAX_COUNT,
+            ),
+            ("text_config.hidden_size", t.hidden_size, MAX_WIDTH),
+            (
+                "text_config.intermediate_size",
+                t.intermediate_size,
+                MAX_WIDTH,
+            ),
+            ("text_config.head_dim", t.head_dim.unwrap_or(0), MAX_WIDTH),
+            ("text_config.vocab_size", t.vocab_size, MAX_VOCAB),
+            (
+                "text_config.max_position_embeddings",
+                t.max_position_embeddings,
+                MAX_VOCAB,
+            ),
+        ];
+        for (key, value, most) in bounded {
+            if value > most {
+                return Err(format!(
+                    "{key}: {value} is over the largest supported, {most}"
+                ));
+            }
+        }
+        let positive = [
+            ("vision_config.rope_theta", v.rope_theta.unwrap_or(1.0)),
+            ("text_config.rope_theta", t.rope_theta),
+        ];
+        for (key, value) in positive {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(format!("{key}: must be a positive number, found {value}"));
+            }
+        }
+        for (key, value) in [
+            ("vision_config.layer_norm_eps", v.layer_norm_eps),
+            ("text_config.rms_norm_eps", t.rms_norm_eps),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(format!("{key}: must be a number >= 0, found {value}"));
             }
         }
         if !v.hidden_size.is_multiple_of(v.num_heads) {
@@ -352,21 +451,11 @@ fn default_resample() -> u32 {
 
 impl PreprocessorConfig {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let cfg: Self = read_json(path)?;
-        cfg.validate().map_err(|message| ConfigError::Invalid {
-            file: path.to_path_buf(),
-            message,
-        })?;
-        Ok(cfg)
+        Self::from_json(path, &read_text(path)?)
     }
 
     pub fn from_json(file: &Path, text: &str) -> Result<Self, ConfigError> {
-        let cfg: Self = parse_json(file, text)?;
-        cfg.validate().map_err(|message| ConfigError::Invalid {
-            file: file.to_path_buf(),
-            message,
-        })?;
-        Ok(cfg)
+        parse_valid(file, text, Self::validate)
     }
 
     pub fn validate(&self) -> Result<(), String> {
@@ -388,6 +477,22 @@ impl PreprocessorConfig {
         }
         if self.image_std.contains(&0.0) {
             return Err("image_std: must not contain 0".into());
+        }
+        if self.patch_size > MAX_PATCH
+            || self.merge_size > MAX_PATCH
+            || self.temporal_patch_size > MAX_PATCH
+        {
+            return Err(format!(
+                "patch_size, merge_size and temporal_patch_size may be at most {MAX_PATCH}"
+            ));
+        }
+        // f32 fields: JSON numbers past f32's range arrive as infinities.
+        let floats = self.image_mean.iter().chain(&self.image_std);
+        if !floats.clone().all(|x| x.is_finite()) || !self.rescale_factor.is_finite() {
+            return Err(format!(
+                "image_mean {:?}, image_std {:?} and rescale_factor {} must be finite numbers",
+                self.image_mean, self.image_std, self.rescale_factor
+            ));
         }
         if self.resample != 3 {
             return Err(format!(
@@ -473,7 +578,27 @@ impl OneOrMany {
 
 impl GenerationConfig {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        read_json(path)
+        Self::from_json(path, &read_text(path)?)
+    }
+
+    /// Parses `generation_config.json` text (the name is used in error messages).
+    pub fn from_json(file: &Path, text: &str) -> Result<Self, ConfigError> {
+        parse_valid(file, text, Self::validate)
+    }
+
+    /// The sampling numbers are finite (a JSON number past f32's range arrives as an
+    /// infinity, which no sampler can use and no JSON writer can write back).
+    pub fn validate(&self) -> Result<(), String> {
+        for (key, value) in [
+            ("temperature", self.temperature),
+            ("top_p", self.top_p),
+            ("repetition_penalty", self.repetition_penalty),
+        ] {
+            if let Some(x) = value.filter(|x| !x.is_finite()) {
+                return Err(format!("{key}: must be a finite number, found {x}"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -662,6 +787,56 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("image_mean"), "{err}");
+    }
+
+    /// Found by the configs and manifest fuzz targets: numbers a reader accepted but no
+    /// JSON writer can write back (f32 infinities) or no derived size can hold.
+    #[test]
+    fn out_of_range_numbers_are_refused_with_their_key() {
+        let refused = |v: &serde_json::Value| {
+            ModelConfig::from_json(Path::new("config.json"), &v.to_string())
+                .unwrap_err()
+                .to_string()
+        };
+        let mut v: serde_json::Value = serde_json::from_str(&golden_config_text()).unwrap();
+        v["text_config"]["vocab_size"] = serde_json::json!(1u64 << 40);
+        assert!(
+            refused(&v).contains("text_config.vocab_size"),
+            "{}",
+            refused(&v)
+        );
+        let mut v: serde_json::Value = serde_json::from_str(&golden_config_text()).unwrap();
+        v["vision_config"]["patch_size"] = serde_json::json!(1u64 << 33);
+        assert!(
+            refused(&v).contains("vision_config.patch_size"),
+            "{}",
+            refused(&v)
+        );
+        let mut v: serde_json::Value = serde_json::from_str(&golden_config_text()).unwrap();
+        v["text_config"]["rope_theta"] = serde_json::json!(-1.0);
+        assert!(refused(&v).contains("rope_theta"), "{}", refused(&v));
+
+        let pre = r#"{"patch_size":14,"merge_size":2,"image_mean":[0.5,0.5,0.5],
+            "image_std":[1e39,0.5,0.5],"min_pixels":1,"max_pixels":2}"#;
+        let err = PreprocessorConfig::from_json(Path::new("p.json"), pre)
+            .unwrap_err()
+            .to_string();
+        // Refused by the parser (float_roundtrip parses f32 exactly and refuses overflow);
+        // `validate` refuses an infinity that arrives any other way.
+        assert!(err.contains("p.json") && err.contains("image_std"), "{err}");
+        let mut inf =
+            PreprocessorConfig::from_json(Path::new("p.json"), &pre.replace("1e39", "0.5"))
+                .unwrap();
+        inf.image_std[0] = f32::INFINITY;
+        assert!(inf.validate().unwrap_err().contains("finite"));
+        let err = GenerationConfig::from_json(Path::new("g.json"), r#"{"temperature":1e39}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("g.json") && err.contains("temperature"),
+            "{err}"
+        );
+        assert!(GenerationConfig::from_json(Path::new("g.json"), r#"{"top_p":0.9}"#).is_ok());
     }
 
     #[test]

@@ -26,3 +26,15 @@ pub mod rope;
 pub mod tensor_file;
 
 pub use config::{GenerationConfig, ModelConfig, PreprocessorConfig, TextConfig, VisionConfig};
+
+/// The text of a caught panic's payload (readers that run a library under `catch_unwind`
+/// turn its panics into errors that say what it said).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_string()
+    }
+}

@@ -235,10 +235,18 @@ impl Manifest {
             path: file.clone(),
             source,
         })?;
+        Self::parse(bundle, &text)
+    }
+
+    /// Parses the text of `BUNDLE/manifest.json` and checks it as [`Self::read`] does
+    /// (schema version, paths inside the bundle, graphs listed in `files`); files are
+    /// not verified here. Kept apart from the file read so the fuzzer can drive it.
+    pub fn parse(bundle: &Path, text: &str) -> Result<Self, BundleError> {
+        let file = bundle.join(MANIFEST_FILE);
         // The schema version is checked before the rest, so a newer manifest gets the
         // "upgrade ove" message rather than a confusing missing-key error.
         let head: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| BundleError::Manifest {
+            serde_json::from_str(text).map_err(|e| BundleError::Manifest {
                 file: file.clone(),
                 message: format!("not valid JSON: {e}"),
             })?;
@@ -256,10 +264,26 @@ impl Manifest {
             });
         }
         let manifest: Manifest =
-            crate::config::parse_json(&file, &text).map_err(|e| BundleError::Manifest {
+            crate::config::parse_json(&file, text).map_err(|e| BundleError::Manifest {
                 file: file.clone(),
                 message: e.to_string(),
             })?;
+        // The configs are checked as the exporter checked them: a manifest edited (or
+        // damaged) into sizes nothing can run, or numbers no JSON writer can write back,
+        // is refused here rather than deep inside a backend.
+        let invalid = |what: &str, message: String| BundleError::Manifest {
+            file: file.clone(),
+            message: format!("{what}: {message}"),
+        };
+        manifest.model.validate().map_err(|m| invalid("model", m))?;
+        manifest
+            .preprocessor
+            .validate()
+            .map_err(|m| invalid("preprocessor", m))?;
+        manifest
+            .generation
+            .validate()
+            .map_err(|m| invalid("generation", m))?;
         for entry in &manifest.files {
             resolve_in_bundle(bundle, &entry.path)?;
         }

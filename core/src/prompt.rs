@@ -187,6 +187,23 @@ pub fn resolve_token_ids_by(
     })
 }
 
+/// Loads a `tokenizer.json` file; errors name it.
+pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    tokenizer_from_bytes(&bytes, &path.display().to_string())
+}
+
+/// Parses the bytes of a `tokenizer.json` (`name` stands for the file in errors). The
+/// tokenizers crate panics on some malformed sections (0.22's `decoder`, found by the
+/// tokenizer fuzz target): such a file is an error here, not a crash.
+pub fn tokenizer_from_bytes(bytes: &[u8], name: &str) -> Result<Tokenizer> {
+    let parsed = std::panic::catch_unwind(|| Tokenizer::from_bytes(bytes)).map_err(|payload| {
+        let why = crate::panic_message(payload.as_ref());
+        anyhow!("{name}: cannot load tokenizer: a malformed section ({why})")
+    })?;
+    parsed.map_err(|e| anyhow!("{name}: cannot load tokenizer: {e}"))
+}
+
 /// A tokenizer plus the ids it needs, turning user text and images into prompt ids.
 pub struct PromptBuilder {
     tokenizer: Tokenizer,
@@ -205,9 +222,7 @@ impl PromptBuilder {
 
     /// Loads `tokenizer.json` (pure-Rust regex backend, so it cross-compiles).
     pub fn from_file(path: &Path, tokens: TokenIds) -> Result<Self> {
-        let tokenizer = Tokenizer::from_file(path)
-            .map_err(|e| anyhow!("{}: cannot load tokenizer: {e}", path.display()))?;
-        Ok(Self::new(tokenizer, tokens))
+        Ok(Self::new(load_tokenizer(path)?, tokens))
     }
 
     pub fn with_system(mut self, system: impl Into<String>) -> Self {

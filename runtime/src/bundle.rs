@@ -197,7 +197,18 @@ fn check_manifest(m: &Manifest) -> Result<()> {
 pub fn read_graph(dir: &Path, manifest: &Manifest, rel: &str) -> Result<GraphInfo> {
     let path = manifest.path_of(dir, rel)?;
     let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    let model = ModelProto::from_bytes(&bytes)
+    graph_from_bytes(dir, manifest, rel, &bytes)
+}
+
+/// [`read_graph`] of the `.onnx` file's bytes, already read (the fuzzer's entry point).
+pub fn graph_from_bytes(
+    dir: &Path,
+    manifest: &Manifest,
+    rel: &str,
+    bytes: &[u8],
+) -> Result<GraphInfo> {
+    let path = manifest.path_of(dir, rel)?;
+    let model = ModelProto::from_bytes(bytes)
         .map_err(|e| anyhow!("{}: not a valid ONNX model: {e}", path.display()))?;
     let graph = model
         .graph

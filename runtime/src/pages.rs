@@ -298,18 +298,6 @@ fn render_size(width_pt: f64, height_pt: f64, dpi: f64, max_pixels: u64) -> (u32
     (pw as u32, ph as u32, true)
 }
 
-/// The message of a caught panic.
-#[cfg(feature = "pdf")]
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "unknown panic".to_string()
-    }
-}
-
 #[cfg(feature = "pdf")]
 mod pdf {
     //! hayro behind a small fence: parsing and rendering under `catch_unwind`, sizes checked
@@ -329,7 +317,9 @@ mod pdf {
     use hayro::{RenderCache, RenderSettings};
     use image::RgbImage;
 
-    use super::{panic_message, render_size, Page, PageOptions};
+    use ove_core::panic_message;
+
+    use super::{render_size, Page, PageOptions};
 
     /// A parsed PDF and the next page to render.
     pub(super) struct PdfPages {

@@ -261,8 +261,7 @@ pub fn save_tokenizer(tok: &Tokenizer, out: &Path) -> Result<()> {
 }
 
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
-    Tokenizer::from_file(path)
-        .map_err(|e| anyhow!("{}: cannot load tokenizer: {e}", path.display()))
+    ove_core::prompt::load_tokenizer(path)
 }
 
 /// The id of a special token, an error when the tokenizer lacks it.

@@ -185,7 +185,19 @@ fn decode_with_image_crate<R: BufRead + Seek>(
     );
     decoder.set_limits(limits).map_err(map_image_error)?;
 
-    let image = DynamicImage::from_decoder(decoder).map_err(map_image_error)?;
+    // A decoder that panics on a malformed file (png 0.18's palette expansion does, on a
+    // palette shorter than its bit depth needs) is a corrupt file to us, not a crash.
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        DynamicImage::from_decoder(decoder)
+    }))
+    .map_err(|payload| {
+        PreprocessError::Corrupt(format!(
+            "the {:?} decoder failed on this file ({})",
+            sniffed.format,
+            crate::panic_message(payload.as_ref())
+        ))
+    })?;
+    let image = decoded.map_err(map_image_error)?;
     Ok(to_rgb_like_pil(image))
 }
 

@@ -233,14 +233,7 @@ pub fn read_data(
             std::fs::read_to_string(data).with_context(|| format!("reading {}", data.display()))?;
         let base = data.parent().unwrap_or(Path::new("."));
         let at = |i: usize| format!("{}:{}", data.display(), i + 1);
-        let mut parsed = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let record: Record = serde_json::from_str(line).with_context(|| at(i))?;
-            parsed.push((i, record));
-        }
+        let parsed = parse_records(data, &text)?;
         // Decoding and preprocessing the images is most of the loading time: spread it over
         // the cores, keeping the manifest's order.
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -263,6 +256,21 @@ pub fn read_data(
         records,
         skipped,
     })
+}
+
+/// The records of a JSONL manifest's text, each with its line index (from 0); blank lines
+/// are skipped, a bad line is an error naming `file:line`.
+pub fn parse_records(file: &Path, text: &str) -> Result<Vec<(usize, Record)>> {
+    let mut parsed = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record: Record =
+            serde_json::from_str(line).with_context(|| format!("{}:{}", file.display(), i + 1))?;
+        parsed.push((i, record));
+    }
+    Ok(parsed)
 }
 
 /// Reads every sample of `data` ([`read_data`]: a JSONL file or tar shards); samples

@@ -108,7 +108,12 @@ struct Group {
 /// image bytes are not decoded here.
 pub fn read_shard(path: &Path) -> Result<Vec<ShardSample>> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut archive = tar::Archive::new(std::io::BufReader::new(file));
+    read_shard_from(std::io::BufReader::new(file), path)
+}
+
+/// [`read_shard`] over any reader of a tar archive; `path` names it in messages.
+pub fn read_shard_from(reader: impl Read, path: &Path) -> Result<Vec<ShardSample>> {
+    let mut archive = tar::Archive::new(reader);
     let mut order: Vec<String> = Vec::new();
     let mut groups: HashMap<String, Group> = HashMap::new();
     for entry in archive
@@ -131,7 +136,11 @@ pub fn read_shard(path: &Path) -> Result<Vec<ShardSample>> {
         if !is_json && !IMAGE_EXTENSIONS.contains(&ext.as_str()) {
             continue;
         }
-        let mut bytes = Vec::with_capacity(entry.size() as usize);
+        // The header's size is only a claim (a corrupt shard may announce terabytes):
+        // reserve no more than a large image's worth up front; the read itself stops at
+        // the bytes the archive really has.
+        const RESERVE_AT_MOST: u64 = 64 << 20;
+        let mut bytes = Vec::with_capacity(entry.size().min(RESERVE_AT_MOST) as usize);
         entry
             .read_to_end(&mut bytes)
             .with_context(|| format!("{}: reading member {member}", path.display()))?;
