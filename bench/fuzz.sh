@@ -3,7 +3,7 @@
 # prints, per target: executions, executions/s, coverage (edges found, share of the map),
 # corpus size, crashes and hangs. See docs/FUZZING.md.
 #
-#   bench/fuzz.sh [--minutes N] [--jobs J] [--no-save] [TARGET[:MINUTES]...]
+#   bench/fuzz.sh [--minutes N] [--jobs J] [--no-save] [--corpus-kb K] [TARGET[:MINUTES]...]
 #
 #   --minutes N   time per target (default 5; TARGET:MINUTES sets one target's)
 #   --jobs J      targets fuzzed at once (default: the number of cores)
@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
     --jobs) jobs=$2; shift 2 ;;
     --no-save) save=0; shift ;;
     --corpus-kb) corpus_kb=$2; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed -e 's/^#//' -e 's/^ //'; exit 0 ;;
     -*) echo "fuzz.sh: unknown option $1" >&2; exit 2 ;;
     *) targets+=("$1"); shift ;;
   esac
