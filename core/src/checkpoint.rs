@@ -193,7 +193,6 @@ impl Checkpoint {
     }
 }
 
-/// The safetensors files of a checkpoint: those named by the index, else `model.safetensors`.
 /// The tensors a safetensors file's header lists, each checked against the file: its
 /// bytes lie inside the data section and match its shape and dtype. `bytes` is the whole
 /// file; `path` names it in errors; `shard` is recorded in each [`TensorInfo`]. Nothing
@@ -262,6 +261,7 @@ pub fn index_shards(dir: &Path, index: &Path, text: &str) -> Result<Vec<String>>
     Ok(files)
 }
 
+/// The safetensors files of a checkpoint: those named by the index, else `model.safetensors`.
 pub fn weight_files(dir: &Path) -> Result<Vec<String>> {
     let index = dir.join(WEIGHTS_INDEX);
     if index.is_file() {

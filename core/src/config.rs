@@ -487,8 +487,8 @@ impl PreprocessorConfig {
             ));
         }
         // f32 fields: JSON numbers past f32's range arrive as infinities.
-        let floats = self.image_mean.iter().chain(&self.image_std);
-        if !floats.clone().all(|x| x.is_finite()) || !self.rescale_factor.is_finite() {
+        let mut floats = self.image_mean.iter().chain(&self.image_std);
+        if !floats.all(|x| x.is_finite()) || !self.rescale_factor.is_finite() {
             return Err(format!(
                 "image_mean {:?}, image_std {:?} and rescale_factor {} must be finite numbers",
                 self.image_mean, self.image_std, self.rescale_factor

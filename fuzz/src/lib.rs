@@ -22,7 +22,7 @@ pub mod panics;
 pub mod seeds;
 mod targets;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[global_allocator]
 static ALLOC: alloc::Bounded = alloc::Bounded;
@@ -131,5 +131,28 @@ impl Target {
             Target::Serve => Some("http"),
             Target::Onnx => None,
         }
+    }
+}
+
+/// One input run outside AFL++ (`ove-fuzz replay`, the replay tests).
+pub struct Replayed {
+    /// The target panicked (a panic escaped to here).
+    pub panicked: bool,
+    pub took: Duration,
+    /// Bytes held at the peak above what was live before the input.
+    pub peak_bytes: usize,
+}
+
+/// Runs `data` through `target` with its memory and time measured; `name` is what the
+/// memory bound's abort message calls it.
+pub fn replay_one(target: Target, name: &str, data: &[u8]) -> Replayed {
+    let base = alloc::live();
+    alloc::begin(name);
+    let t0 = Instant::now();
+    let panicked = std::panic::catch_unwind(|| target.check(data)).is_err();
+    Replayed {
+        panicked,
+        took: t0.elapsed(),
+        peak_bytes: alloc::peak_since(base),
     }
 }

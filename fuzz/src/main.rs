@@ -2,11 +2,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use ove_fuzz::{alloc, panics, seeds, Target};
+use ove_fuzz::{panics, replay_one, seeds, Target};
 
 /// Fuzz targets for every reader of untrusted bytes in OneVision Edge.
 ///
@@ -69,14 +68,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let data =
                     std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
                 let name = path.display().to_string();
-                let base = alloc::live();
-                alloc::begin(&name);
-                let t0 = Instant::now();
-                let ok = std::panic::catch_unwind(|| target.check(&data)).is_ok();
-                let ms = t0.elapsed().as_secs_f64() * 1e3;
-                let peak = alloc::peak_since(base) as f64 / (1 << 20) as f64;
+                let r = replay_one(target, &name, &data);
+                let ms = r.took.as_secs_f64() * 1e3;
+                let peak = r.peak_bytes as f64 / (1 << 20) as f64;
                 println!("{name}\t{ms:.1} ms\t{peak:.1} MiB peak");
-                if !ok || panics::findings() > 0 {
+                if r.panicked || panics::findings() > 0 {
                     eprintln!("ove-fuzz: {name}: a finding (see the panic above)");
                     return Ok(ExitCode::from(1));
                 }

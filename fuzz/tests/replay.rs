@@ -5,9 +5,8 @@
 
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Instant;
 
-use ove_fuzz::{alloc, fixtures, panics, Target, HANG_BOUND};
+use ove_fuzz::{alloc, fixtures, panics, replay_one, Target, HANG_BOUND};
 
 /// One target at a time: the allocator's peak is process-wide.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -40,12 +39,9 @@ fn replay(t: Target) {
     for path in corpus.iter().chain(&regressions) {
         let data = std::fs::read(path).expect("a readable input");
         let name = path.display().to_string();
-        let base = alloc::live();
-        alloc::begin(&name);
-        let t0 = Instant::now();
-        let ran = std::panic::catch_unwind(|| t.check(&data));
-        let took = t0.elapsed();
-        assert!(ran.is_ok(), "{name}: the target panicked");
+        let r = replay_one(t, &name, &data);
+        let (took, peak) = (r.took, r.peak_bytes);
+        assert!(!r.panicked, "{name}: the target panicked");
         assert_eq!(
             panics::findings(),
             before,
@@ -55,7 +51,6 @@ fn replay(t: Target) {
             took < HANG_BOUND,
             "{name}: took {took:?}, past the hang bound"
         );
-        let peak = alloc::peak_since(base);
         if took.as_secs_f64() > slowest.0 {
             slowest = (took.as_secs_f64(), name.clone());
         }

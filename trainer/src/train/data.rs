@@ -261,16 +261,7 @@ pub fn read_data(
 /// The records of a JSONL manifest's text, each with its line index (from 0); blank lines
 /// are skipped, a bad line is an error naming `file:line`.
 pub fn parse_records(file: &Path, text: &str) -> Result<Vec<(usize, Record)>> {
-    let mut parsed = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let record: Record =
-            serde_json::from_str(line).with_context(|| format!("{}:{}", file.display(), i + 1))?;
-        parsed.push((i, record));
-    }
-    Ok(parsed)
+    crate::jsonl::parse_lines(file, text)
 }
 
 /// Reads every sample of `data` ([`read_data`]: a JSONL file or tar shards); samples
