@@ -331,6 +331,7 @@ fn fake_bundle(dir: &Path) -> Manifest {
             ctc_head: None,
             lines: None,
             decoder_batch: true,
+            decoder_ort: None,
         },
         max_context: 512,
         quantization: Quantization {

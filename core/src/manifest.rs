@@ -14,7 +14,7 @@ use crate::config::{GenerationConfig, ModelConfig, PreprocessorConfig};
 
 /// The newest schema this build reads; a bundle is written with the oldest version that
 /// carries what it holds ([`Reading::schema_version`]).
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 pub const MANIFEST_FILE: &str = "manifest.json";
 
 #[derive(Debug, thiserror::Error)]
@@ -135,13 +135,22 @@ pub struct Graphs {
     /// graph takes one sequence and the runtime runs batch rows one at a time.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub decoder_batch: bool,
+    /// The decoder built from ONNX Runtime's fused kernels (`decoder_ort.onnx`: same inputs,
+    /// outputs and weights as `decoder.onnx`, whose data file it points at): ONNX Runtime
+    /// runs it instead of `decoder.onnx`, with its KV cache written in place. Absent: every
+    /// engine runs `decoder.onnx`. A runtime that does not know it ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoder_ort: Option<String>,
 }
 
 impl Graphs {
-    /// The oldest schema version that carries these graphs (4 for the batched decoder and
-    /// 3 for the batched line encoder, whose inputs an older runtime would not know).
+    /// The oldest schema version that carries these graphs (5 for the fused ONNX Runtime
+    /// decoder, 4 for the batched decoder and 3 for the batched line encoder: graphs an
+    /// older runtime would not know).
     pub fn schema_version(&self) -> u32 {
-        if self.decoder_batch {
+        if self.decoder_ort.is_some() {
+            5
+        } else if self.decoder_batch {
             4
         } else if self.lines.is_some() {
             3

@@ -20,6 +20,7 @@ use ove_quant::{
 use tracing::{info, warn};
 
 use crate::data_file::DataFile;
+use crate::decoder::DecoderOps;
 use crate::graph::{GraphBuilder, OPSET};
 use crate::int4::{Int4Linear, Int4Options, Int4Target};
 use crate::nn::{Ctx, DenseLinear, LinearEmitter};
@@ -28,6 +29,9 @@ use crate::{Dtype, ExportOptions, ExportReport};
 
 pub const VISION_FILE: &str = "vision.onnx";
 pub const DECODER_FILE: &str = "decoder.onnx";
+/// The decoder in ONNX Runtime's fused kernels, over decoder.onnx's weights (see
+/// [`crate::decoder::DecoderOps`]).
+pub const DECODER_ORT_FILE: &str = "decoder_ort.onnx";
 /// The batched line encoder, written with the CTC head (`--ctc-head`).
 pub const LINES_FILE: &str = "lines.onnx";
 /// Default-domain opset of graphs holding INT4 `DequantizeLinear` (`--target tensorrt`).
@@ -184,6 +188,8 @@ fn write_bundle(
     let weights = Weights::new(ck, opts.dtype, progress);
     // Whether lines.onnx was written (with the CTC head; see below for when it is not).
     let mut lines_written = false;
+    // Whether decoder_ort.onnx was written (`ExportOptions::ort_decoder`, not for TensorRT).
+    let mut ort_decoder_written = false;
     let (quantization, vision_opset, decoder_opset) = match &opts.int4 {
         None => {
             let dense = DenseLinear;
@@ -198,9 +204,13 @@ fn write_bundle(
             }
             weights.progress.set_message("decoder");
             info!("building {DECODER_FILE}");
-            build_graph(dir, DECODER_FILE, OPSET, &weights, &dense, vec![], |cx| {
-                crate::decoder::build(cx, cfg)
+            let decoder = build_graph(dir, DECODER_FILE, OPSET, &weights, &dense, vec![], |cx| {
+                crate::decoder::build(cx, cfg, DecoderOps::Portable, max_context)
             })?;
+            if opts.ort_decoder {
+                build_ort_decoder(dir, OPSET, &weights, &dense, decoder, cfg, max_context)?;
+                ort_decoder_written = true;
+            }
             let q = Quantization {
                 scheme: "none".into(),
                 ..Default::default()
@@ -252,15 +262,26 @@ fn write_bundle(
             });
             weights.progress.set_message("decoder");
             info!("building {DECODER_FILE} (int4 {})", q.target.as_str());
-            build_graph(
+            let decoder = build_graph(
                 dir,
                 DECODER_FILE,
                 dop,
                 &weights,
                 &decoder_linear,
                 vec![],
-                |cx| crate::decoder::build(cx, cfg),
+                |cx| crate::decoder::build(cx, cfg, DecoderOps::Portable, max_context),
             )?;
+            if opts.ort_decoder && q.target == Int4Target::Ort {
+                // Reuses decoder.onnx's quantized weights as they are (nothing is quantized
+                // twice); its records would repeat decoder_linear's.
+                let again = Int4Linear::new(q, |name: &str| {
+                    name.starts_with("model.layers.") || (q.lm_head && name == head)
+                });
+                build_ort_decoder(dir, dop, &weights, &again, decoder, cfg, max_context)?;
+                ort_decoder_written = true;
+            } else if opts.ort_decoder {
+                info!("no {DECODER_ORT_FILE} for --target tensorrt (TensorRT runs decoder.onnx)");
+            }
             let mut tensors = vision_linear.into_records();
             tensors.extend(decoder_linear.into_records());
             let worst = tensors
@@ -333,6 +354,13 @@ fn write_bundle(
         None
     };
     let lines = lines_written.then(|| LINES_FILE.to_string());
+    let decoder_ort = ort_decoder_written.then(|| DECODER_ORT_FILE.to_string());
+    if ort_decoder_written {
+        files.push(DECODER_ORT_FILE.to_string());
+        if dir.join(format!("{DECODER_ORT_FILE}.data")).is_file() {
+            files.push(format!("{DECODER_ORT_FILE}.data"));
+        }
+    }
     if let Some(name) = &ctc_head {
         files.push(name.clone());
     }
@@ -360,6 +388,7 @@ fn write_bundle(
         ctc_head,
         lines,
         decoder_batch: true,
+        decoder_ort,
     };
     let manifest = Manifest {
         schema_version: opts.reading.schema_version().max(graphs.schema_version()),
@@ -445,6 +474,37 @@ fn build_lines(
     weights.progress.set_position(position);
     // Every weight was vision.onnx's: lines.onnx.data holds nothing.
     let data = dir.join(format!("{LINES_FILE}.data"));
+    if std::fs::metadata(&data).is_ok_and(|m| m.len() == 0) {
+        std::fs::remove_file(&data).with_context(|| format!("removing {}", data.display()))?;
+    }
+    Ok(())
+}
+
+/// Builds `decoder_ort.onnx`, the decoder in ONNX Runtime's fused kernels, over
+/// decoder.onnx's weights (`decoder`: its initializers). Like [`build_lines`], it leaves
+/// the progress bar where it was and drops its data file when nothing went into it.
+fn build_ort_decoder(
+    dir: &Path,
+    opset: i64,
+    weights: &Weights,
+    linear: &dyn LinearEmitter,
+    decoder: Vec<TensorProto>,
+    cfg: &ModelConfig,
+    max_context: usize,
+) -> Result<()> {
+    let position = weights.progress.position();
+    info!("building {DECODER_ORT_FILE}");
+    build_graph(
+        dir,
+        DECODER_ORT_FILE,
+        opset,
+        weights,
+        linear,
+        decoder,
+        |cx| crate::decoder::build(cx, cfg, DecoderOps::OrtFused, max_context),
+    )?;
+    weights.progress.set_position(position);
+    let data = dir.join(format!("{DECODER_ORT_FILE}.data"));
     if std::fs::metadata(&data).is_ok_and(|m| m.len() == 0) {
         std::fs::remove_file(&data).with_context(|| format!("removing {}", data.display()))?;
     }

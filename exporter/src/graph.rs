@@ -107,6 +107,20 @@ impl GraphBuilder {
         );
     }
 
+    /// Reuses the shared initializer `name` (see [`Self::share_external`]) without its
+    /// bytes being computed again; false when no graph shared one of that name. For weights
+    /// that are expensive to produce (quantized matrices): the caller knows the same code
+    /// made the shared one from the same tensor.
+    pub fn reuse_shared(&mut self, name: &str) -> bool {
+        match self.shared.get(name) {
+            Some(t) => {
+                self.initializers.push(t.clone());
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Sets the default-domain opset (21 for INT4 `DequantizeLinear`); call it before any
     /// node is added, since some ops (ReduceMean) are emitted differently from opset 18.
     pub fn set_opset(&mut self, version: i64) {
@@ -400,6 +414,21 @@ impl GraphBuilder {
     pub fn slice(&mut self, a: &str, axis: i64, start: i64, end: i64) -> String {
         let (s, e, ax) = (self.ints(&[start]), self.ints(&[end]), self.ints(&[axis]));
         self.node("Slice", &[a, &s, &e, &ax], vec![])
+    }
+    /// Splits `a` along `axis` into parts of the given sizes (Split with a `split` input,
+    /// opset 13+); returns the parts' names.
+    pub fn split(&mut self, a: &str, axis: i64, sizes: &[i64]) -> Vec<String> {
+        let s = self.ints(sizes);
+        let outs: Vec<String> = sizes.iter().map(|_| self.fresh("Split")).collect();
+        let refs: Vec<&str> = outs.iter().map(String::as_str).collect();
+        self.node_with_outputs(
+            "Split",
+            "",
+            &[a, &s],
+            &refs,
+            vec![("axis", Attr::Int(axis))],
+        );
+        outs
     }
     pub fn gather(&mut self, a: &str, indices: &str, axis: i64) -> String {
         self.node("Gather", &[a, indices], vec![("axis", Attr::Int(axis))])

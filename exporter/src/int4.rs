@@ -24,7 +24,8 @@ use anyhow::{bail, Context, Result};
 use ove_core::manifest::QuantizedTensor;
 use ove_core::onnx_proto::data_type;
 use ove_quant::{
-    quantize_matmul_nbits, quantize_trt_int4, MatMulNBitsConfig, WeightView, TRT_BLOCK_SIZES,
+    quantize_matmul_nbits, quantize_trt_int4, MatMulNBitsConfig, MatMulNBitsWeight, WeightView,
+    TRT_BLOCK_SIZES,
 };
 
 use crate::graph::{Attr, GraphBuilder};
@@ -272,7 +273,157 @@ fn scales_initializer(
     g.initializer(&format!("{name}.scales"), data_type::FLOAT, &shape, &bytes)
 }
 
+/// A Linear weight as f32 `[out, in]` values, checked against its dims.
+fn read_linear(w: &Weights, weight: &LinearWeight) -> Result<Vec<f32>> {
+    let (name, k, n) = (weight.name, weight.in_dim, weight.out_dim);
+    let data = w.f32(name, &weight.stored_shape)?;
+    if data.len() != k * n {
+        bail!(
+            "tensor {name}: shape {:?} does not flatten to [{n}, {k}]",
+            weight.stored_shape
+        );
+    }
+    Ok(data)
+}
+
+impl Int4Linear<'_> {
+    /// One weight in `MatMulNBits` layout (ort target), its error recorded.
+    fn quantize_ort(&self, w: &Weights, weight: &LinearWeight) -> Result<MatMulNBitsWeight> {
+        let name = weight.name;
+        let data = read_linear(w, weight)?;
+        let view = WeightView::torch_linear(&data, weight.out_dim, weight.in_dim)
+            .with_context(|| format!("tensor {name}: quantizing"))?;
+        let q = quantize_matmul_nbits(
+            view,
+            MatMulNBitsConfig {
+                block_size: self.opts.block_size(),
+                symmetric: self.opts.symmetric,
+            },
+        )
+        .with_context(|| format!("tensor {name}: quantizing"))?;
+        self.record(name, &q.metrics);
+        Ok(q.tensor)
+    }
+
+    /// The `MatMulNBits` node of weight `name` (`[k, n]`) from initializers another graph
+    /// of the bundle already wrote (the ORT decoder over decoder.onnx's weights): nothing
+    /// is read or quantized again. `None` when they are not there.
+    fn reuse_shared(
+        &self,
+        g: &mut GraphBuilder,
+        x: &str,
+        name: &str,
+        k: usize,
+        n: usize,
+    ) -> Option<String> {
+        let mut names = vec![format!("{name}.q4"), format!("{name}.scales")];
+        if !self.opts.symmetric {
+            names.push(format!("{name}.zero_points"));
+        }
+        // All or none: the first check decides, the rest must follow.
+        if !g.reuse_shared(&names[0]) {
+            return None;
+        }
+        for extra in &names[1..] {
+            if !g.reuse_shared(extra) {
+                return None;
+            }
+        }
+        let a = ove_quant::MatMulNBitsAttributes {
+            k: k as i64,
+            n: n as i64,
+            bits: i64::from(MatMulNBitsWeight::BITS),
+            block_size: self.opts.block_size() as i64,
+        };
+        Some(self.matmul_nbits_node(g, x, &names, &a))
+    }
+
+    /// `com.microsoft::MatMulNBits(x, {name}.q4, {name}.scales[, {name}.zero_points])`.
+    fn emit_matmul_nbits(
+        &self,
+        g: &mut GraphBuilder,
+        x: &str,
+        name: &str,
+        t: &MatMulNBitsWeight,
+    ) -> Result<String> {
+        let b = g.initializer(&format!("{name}.q4"), data_type::UINT8, &t.b_shape(), &t.b)?;
+        let s = scales_initializer(g, name, t.scales_shape(), &t.scales)?;
+        let mut inputs = vec![b, s];
+        if let (Some(zp), Some(shape)) = (&t.zero_points, t.zero_points_shape()) {
+            inputs.push(g.initializer(
+                &format!("{name}.zero_points"),
+                data_type::UINT8,
+                &shape,
+                zp,
+            )?);
+        }
+        Ok(self.matmul_nbits_node(g, x, &inputs, &t.attributes()))
+    }
+
+    fn matmul_nbits_node(
+        &self,
+        g: &mut GraphBuilder,
+        x: &str,
+        weights: &[String],
+        a: &ove_quant::MatMulNBitsAttributes,
+    ) -> String {
+        g.use_opset("com.microsoft", 1);
+        let out = g.fresh("MatMulNBits");
+        let inputs: Vec<&str> = std::iter::once(x)
+            .chain(weights.iter().map(String::as_str))
+            .collect();
+        let mut attrs = vec![
+            ("K", Attr::Int(a.k)),
+            ("N", Attr::Int(a.n)),
+            ("bits", Attr::Int(a.bits)),
+            ("block_size", Attr::Int(a.block_size)),
+        ];
+        if self.opts.accuracy_level != 0 {
+            attrs.push((
+                "accuracy_level",
+                Attr::Int(i64::from(self.opts.accuracy_level)),
+            ));
+        }
+        g.node_with_outputs("MatMulNBits", "com.microsoft", &inputs, &[&out], attrs);
+        out
+    }
+}
+
 impl LinearEmitter for Int4Linear<'_> {
+    /// Parts that are all quantized for ONNX Runtime become one `MatMulNBits` over their
+    /// columns side by side (each part quantized, and its error recorded, on its own:
+    /// the layout is column-major, so that is the stacked weight's quantization); parts
+    /// none of which is quantized are one float MatMul. TensorRT's layout, and a mix of
+    /// quantized and float parts, are not fused.
+    fn matmul_fused(
+        &self,
+        g: &mut GraphBuilder,
+        w: &Weights,
+        x: &str,
+        name: &str,
+        parts: &[LinearWeight],
+    ) -> Result<Option<String>> {
+        let selected: Vec<bool> = parts.iter().map(|p| (self.select)(p.name)).collect();
+        if selected.iter().all(|&s| !s) {
+            return DenseLinear.matmul_fused(g, w, x, name, parts);
+        }
+        if self.opts.target != Int4Target::Ort || selected.iter().any(|&s| !s) {
+            return Ok(None);
+        }
+        let (k, n) = (parts[0].in_dim, parts.iter().map(|p| p.out_dim).sum());
+        if let Some(y) = self.reuse_shared(g, x, name, k, n) {
+            return Ok(Some(y));
+        }
+        let qs = parts
+            .iter()
+            .map(|p| self.quantize_ort(w, p))
+            .collect::<Result<Vec<_>>>()?;
+        let fused = MatMulNBitsWeight::concat_columns(&qs)
+            .with_context(|| format!("fusing the weights of {name}"))?;
+        drop(qs);
+        self.emit_matmul_nbits(g, x, name, &fused).map(Some)
+    }
+
     fn matmul(
         &self,
         g: &mut GraphBuilder,
@@ -283,61 +434,21 @@ impl LinearEmitter for Int4Linear<'_> {
         if !(self.select)(weight.name) {
             return DenseLinear.matmul(g, w, x, weight);
         }
-        let (name, k, n) = (weight.name, weight.in_dim, weight.out_dim);
-        let bs = self.opts.block_size();
-        let data = w.f32(name, &weight.stored_shape)?;
-        if data.len() != k * n {
-            bail!(
-                "tensor {name}: shape {:?} does not flatten to [{n}, {k}]",
-                weight.stored_shape
-            );
+        let name = weight.name;
+        if self.opts.target == Int4Target::Ort {
+            if let Some(y) = self.reuse_shared(g, x, name, weight.in_dim, weight.out_dim) {
+                return Ok(y);
+            }
+            let q = self.quantize_ort(w, weight)?;
+            return self.emit_matmul_nbits(g, x, name, &q);
         }
+        let (k, n) = (weight.in_dim, weight.out_dim);
+        let bs = self.opts.block_size();
+        let data = read_linear(w, weight)?;
         let view = WeightView::torch_linear(&data, n, k)
             .with_context(|| format!("tensor {name}: quantizing"))?;
         match self.opts.target {
-            Int4Target::Ort => {
-                let q = quantize_matmul_nbits(
-                    view,
-                    MatMulNBitsConfig {
-                        block_size: bs,
-                        symmetric: self.opts.symmetric,
-                    },
-                )
-                .with_context(|| format!("tensor {name}: quantizing"))?;
-                drop(data);
-                self.record(name, &q.metrics);
-                let t = &q.tensor;
-                let a = t.attributes();
-                let b =
-                    g.initializer(&format!("{name}.q4"), data_type::UINT8, &t.b_shape(), &t.b)?;
-                let s = scales_initializer(g, name, t.scales_shape(), &t.scales)?;
-                let mut inputs = vec![x.to_string(), b, s];
-                if let (Some(zp), Some(shape)) = (&t.zero_points, t.zero_points_shape()) {
-                    inputs.push(g.initializer(
-                        &format!("{name}.zero_points"),
-                        data_type::UINT8,
-                        &shape,
-                        zp,
-                    )?);
-                }
-                g.use_opset("com.microsoft", 1);
-                let out = g.fresh("MatMulNBits");
-                let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-                let mut attrs = vec![
-                    ("K", Attr::Int(a.k)),
-                    ("N", Attr::Int(a.n)),
-                    ("bits", Attr::Int(a.bits)),
-                    ("block_size", Attr::Int(a.block_size)),
-                ];
-                if self.opts.accuracy_level != 0 {
-                    attrs.push((
-                        "accuracy_level",
-                        Attr::Int(i64::from(self.opts.accuracy_level)),
-                    ));
-                }
-                g.node_with_outputs("MatMulNBits", "com.microsoft", &inputs, &[&out], attrs);
-                Ok(out)
-            }
+            Int4Target::Ort => unreachable!("handled above"),
             Int4Target::TensorRt => {
                 // A blocked DequantizeLinear has no partial blocks: K is zero-padded up to
                 // a whole number of blocks (see `trt_padded_k`).

@@ -19,6 +19,7 @@ pub mod graph;
 pub mod int4;
 pub mod merger;
 pub mod nn;
+pub mod ort_ops;
 pub mod vision;
 pub mod weights;
 
@@ -81,6 +82,11 @@ pub struct ExportOptions {
     /// training-time module; a bundle that reads lines with it (`reading.reader = ctc`)
     /// needs it. With it comes `lines.onnx`, the batched line encoder (docs/BUNDLE.md).
     pub ctc_head: bool,
+    /// Also write `decoder_ort.onnx`, the decoder in ONNX Runtime's fused kernels over the
+    /// same weights (on by default; `--no-ort-decoder` leaves it out). ONNX Runtime on the
+    /// CPU or CUDA runs it, tract and TensorRT run `decoder.onnx`. Not written for the
+    /// TensorRT int4 target.
+    pub ort_decoder: bool,
 }
 
 impl ExportOptions {
@@ -97,6 +103,7 @@ impl ExportOptions {
             allow_unused_tensors: false,
             reading: Default::default(),
             ctc_head: false,
+            ort_decoder: true,
         }
     }
 }

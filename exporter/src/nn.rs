@@ -22,6 +22,22 @@ pub trait LinearEmitter {
         x: &str,
         weight: &LinearWeight,
     ) -> Result<String>;
+
+    /// `x [.., in] -> [.., sum of outs]`: the Linear layers `parts` (same `in`) as one
+    /// product over their weights side by side, stored as one initializer called `name`
+    /// (a fused q/k/v or gate/up projection: one matmul instead of three or two). `None`
+    /// when this emitter cannot store them as one matrix; the caller then multiplies each
+    /// part alone.
+    fn matmul_fused(
+        &self,
+        _g: &mut GraphBuilder,
+        _w: &Weights,
+        _x: &str,
+        _name: &str,
+        _parts: &[LinearWeight],
+    ) -> Result<Option<String>> {
+        Ok(None)
+    }
 }
 
 /// Weights stored in the bundle dtype, `[in, out]`, multiplied by a plain MatMul.
@@ -37,6 +53,18 @@ impl LinearEmitter for DenseLinear {
     ) -> Result<String> {
         let rhs = w.matmul_rhs(g, weight)?;
         Ok(g.matmul(x, &rhs))
+    }
+
+    fn matmul_fused(
+        &self,
+        g: &mut GraphBuilder,
+        w: &Weights,
+        x: &str,
+        name: &str,
+        parts: &[LinearWeight],
+    ) -> Result<Option<String>> {
+        let rhs = w.matmul_rhs_fused(g, name, parts)?;
+        Ok(Some(g.matmul(x, &rhs)))
     }
 }
 
@@ -85,6 +113,55 @@ impl Ctx<'_> {
                     .vector(&mut self.g, &format!("{p}.bias"), &[n], &[n])?;
                 Ok(self.g.add(&y, &b))
             }
+        }
+    }
+
+    /// The Linear layers at module paths `prefixes` (same `in_dim`, output widths
+    /// `out_dims`, each with a bias when `bias`) applied to the same `x`, as one fused
+    /// product called `fused` (module path of the stored weight) split back into the parts'
+    /// outputs, when the emitter can fuse them; otherwise one product each. Either way the
+    /// values are each part's own `x W^T + b`.
+    pub fn linear_fused(
+        &mut self,
+        x: &str,
+        fused: &str,
+        prefixes: &[&str],
+        in_dim: usize,
+        out_dims: &[usize],
+        bias: bool,
+    ) -> Result<Vec<String>> {
+        let names: Vec<String> = prefixes.iter().map(|p| format!("{p}.weight")).collect();
+        let parts: Vec<LinearWeight> = names
+            .iter()
+            .zip(out_dims)
+            .map(|(n, &o)| LinearWeight::new(n, o, in_dim))
+            .collect();
+        let name = format!("{fused}.weight");
+        match self
+            .linear_emitter
+            .matmul_fused(&mut self.g, self.w, x, &name, &parts)?
+        {
+            Some(y) => {
+                let sizes: Vec<i64> = out_dims.iter().map(|&o| o as i64).collect();
+                let outs = self.g.split(&y, -1, &sizes);
+                if !bias {
+                    return Ok(outs);
+                }
+                outs.iter()
+                    .zip(prefixes.iter().zip(out_dims))
+                    .map(|(y, (p, &n))| {
+                        let b = self
+                            .w
+                            .vector(&mut self.g, &format!("{p}.bias"), &[n], &[n])?;
+                        Ok(self.g.add(y, &b))
+                    })
+                    .collect()
+            }
+            None => parts
+                .iter()
+                .zip(prefixes)
+                .map(|(w, p)| self.linear_weight(x, w, bias.then_some(*p)))
+                .collect(),
         }
     }
 

@@ -129,9 +129,45 @@ impl<'a> Weights<'a> {
     /// A Linear weight as the `[in, out]` right-hand side of a MatMul, in the bundle
     /// dtype; f16 weights are Cast to f32 in the graph so activations stay f32.
     pub fn matmul_rhs(&self, g: &mut GraphBuilder, w: &LinearWeight) -> Result<String> {
+        if g.reuse_shared(w.name) {
+            return Ok(self.to_f32(g, w.name));
+        }
         let (bytes, elem) = self.transposed(w)?;
         let init = g.initializer(w.name, elem, &[w.in_dim, w.out_dim], &bytes)?;
         drop(bytes);
+        Ok(self.to_f32(g, &init))
+    }
+
+    /// The weights `parts` (same `in_dim`) side by side as one `[in, sum of out]` right-hand
+    /// side called `name`, in the bundle dtype (cast to f32 like [`Self::matmul_rhs`]).
+    pub fn matmul_rhs_fused(
+        &self,
+        g: &mut GraphBuilder,
+        name: &str,
+        parts: &[LinearWeight],
+    ) -> Result<String> {
+        if g.reuse_shared(name) {
+            return Ok(self.to_f32(g, name));
+        }
+        let in_dim = parts.first().map_or(0, |p| p.in_dim);
+        if parts.iter().any(|p| p.in_dim != in_dim) {
+            bail!("fused weight {name}: its parts take inputs of different widths");
+        }
+        let es = self.dtype_size();
+        let row: usize = parts.iter().map(|p| p.out_dim * es).sum();
+        let mut out = vec![0u8; in_dim * row];
+        let mut col = 0;
+        for p in parts {
+            let (bytes, _) = self.transposed(p)?;
+            let w = p.out_dim * es;
+            for (dst, src) in out.chunks_exact_mut(row).zip(bytes.chunks_exact(w)) {
+                dst[col..col + w].copy_from_slice(src);
+            }
+            col += w;
+        }
+        let out_dim = row / es;
+        let init = g.initializer(name, self.elem_type(), &[in_dim, out_dim], &out)?;
+        drop(out);
         Ok(self.to_f32(g, &init))
     }
 

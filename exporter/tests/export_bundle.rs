@@ -74,6 +74,7 @@ fn manifest_lists_every_file_and_the_config_ids() {
         [
             "decoder.onnx",
             "decoder.onnx.data",
+            "decoder_ort.onnx",
             "embed_tokens.safetensors",
             "generation_config.json",
             "preprocessor_config.json",
@@ -105,6 +106,81 @@ fn manifest_lists_every_file_and_the_config_ids() {
         .unwrap()
         .manifest;
     assert_eq!(m2.max_context, m2.model.text_config.max_position_embeddings);
+}
+
+/// decoder_ort.onnx is ONNX Runtime's fused form of decoder.onnx over the same weight
+/// bytes: every initializer it keeps outside the graph is decoder.onnx's, at the same place
+/// in decoder.onnx.data (int4 ones too: they are not quantized again), and it has no data
+/// file of its own. `--no-ort-decoder` leaves it out, and the bundle is schema 4 again.
+#[test]
+fn the_ort_decoder_shares_every_weight_of_decoder_onnx() {
+    use ove_core::onnx_proto::ModelProto;
+    use std::collections::HashMap;
+    let tmp = tempfile::tempdir().unwrap();
+    let read = |p: PathBuf| ModelProto::from_bytes(&std::fs::read(p).unwrap()).unwrap();
+    for (dir, int4) in [
+        ("f32", None),
+        ("int4", Some(ove_exporter::Int4Options::default())),
+    ] {
+        let out = tmp.path().join(dir);
+        let mut opts = ExportOptions::new(golden_checkpoint(), &out);
+        opts.int4 = int4;
+        let m = export(&opts).unwrap().manifest;
+        assert_eq!(m.graphs.decoder_ort.as_deref(), Some("decoder_ort.onnx"));
+        assert_eq!(m.schema_version, 5);
+        assert!(!out.join("decoder_ort.onnx.data").exists());
+        let places = |model: &ModelProto| -> HashMap<String, (String, u64)> {
+            model
+                .graph
+                .as_ref()
+                .unwrap()
+                .initializer
+                .iter()
+                .filter_map(|t| {
+                    let loc = t.external_location().unwrap()?;
+                    Some((t.name.clone().unwrap(), (loc.location, loc.offset)))
+                })
+                .collect()
+        };
+        let portable = read(out.join("decoder.onnx"));
+        let fused = read(out.join("decoder_ort.onnx"));
+        let (a, b) = (places(&portable), places(&fused));
+        assert!(!b.is_empty());
+        for (name, place) in &b {
+            assert_eq!(a.get(name), Some(place), "{dir}: {name}");
+        }
+        // Every weight matrix is shared (the small norm vectors may be inline).
+        let weights = |p: &HashMap<String, (String, u64)>| {
+            p.keys()
+                .filter(|n| n.contains("proj") || n.contains("embed_tokens"))
+                .count()
+        };
+        assert_eq!(weights(&a), weights(&b), "{dir}");
+        let ops: Vec<&str> = fused
+            .graph
+            .as_ref()
+            .unwrap()
+            .node
+            .iter()
+            .filter_map(|n| n.op_type.as_deref())
+            .collect();
+        for op in [
+            "GroupQueryAttention",
+            "RotaryEmbedding",
+            "SkipSimplifiedLayerNormalization",
+            "SimplifiedLayerNormalization",
+        ] {
+            assert!(ops.contains(&op), "{dir}: no {op}");
+        }
+        assert!(!ops.contains(&"Softmax"), "{dir}: attention left unfused");
+    }
+    let out = tmp.path().join("portable-only");
+    let mut opts = ExportOptions::new(golden_checkpoint(), &out);
+    opts.ort_decoder = false;
+    let m = export(&opts).unwrap().manifest;
+    assert_eq!(m.graphs.decoder_ort, None);
+    assert_eq!(m.schema_version, 4);
+    assert!(!out.join("decoder_ort.onnx").exists());
 }
 
 #[test]

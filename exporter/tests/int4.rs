@@ -84,6 +84,12 @@ fn decoder_linears(m: &Manifest) -> usize {
     7 * m.model.text_config.num_hidden_layers
 }
 
+/// MatMulNBits nodes of the decoder's layers: q/k/v and gate/up are one node each over
+/// their weights side by side, so 4 a layer (qkv, o, gate_up, down) for the 7 Linears.
+fn decoder_matmuls(m: &Manifest) -> usize {
+    4 * m.model.text_config.num_hidden_layers
+}
+
 /// Exports `case` in f32 and with `q`, runs both on tract and returns (max |diff|, top-1).
 fn compare_case(case: &str, q: &Int4Options) -> (f32, f64, Manifest, Manifest, tempfile::TempDir) {
     let tmp = tempfile::tempdir().unwrap();
@@ -140,11 +146,17 @@ fn check_ort_case(case: &str) {
         .iter()
         .filter(|n| n.op_type.as_deref() == Some("MatMulNBits"))
         .count();
-    assert_eq!(nbits, decoder_linears(&mf));
-    assert!(!graph
-        .initializer
-        .iter()
-        .any(|t| t.name.as_deref() == Some("model.layers.0.mlp.up_proj.weight")));
+    assert_eq!(nbits, decoder_matmuls(&mf));
+    for float in [
+        "model.layers.0.mlp.up_proj.weight",
+        "model.layers.0.mlp.gate_up_proj.weight",
+        "model.layers.0.self_attn.qkv_proj.weight",
+    ] {
+        assert!(!graph
+            .initializer
+            .iter()
+            .any(|t| t.name.as_deref() == Some(float)));
+    }
 }
 
 #[test]
@@ -198,7 +210,7 @@ fn asym_with_lm_head_and_vision() {
         .iter()
         .filter(|n| n.op_type.as_deref() == Some("MatMulNBits") && n.input.len() == 4)
         .count();
-    assert_eq!(zp, decoder_linears(&mf) + 1, "zero_points inputs");
+    assert_eq!(zp, decoder_matmuls(&mf) + 1, "zero_points inputs");
 }
 
 /// The golden MLP has K = 160 and the patch embedding K = 588, which no TensorRT block

@@ -173,6 +173,42 @@ impl MatMulNBitsWeight {
         })
     }
 
+    /// The weights `parts` side by side as one weight of `N = sum of their N` columns (a
+    /// fused q/k/v or gate/up projection): every buffer is column-major in N, so this is a
+    /// concatenation, and the product equals each part's product concatenated. The parts
+    /// must share K, block size and symmetry.
+    pub fn concat_columns(parts: &[Self]) -> Result<Self, QuantError> {
+        let Some(first) = parts.first() else {
+            return Err(QuantError::InvalidShape {
+                shape: vec![],
+                reason: "no weights to concatenate",
+            });
+        };
+        if parts.iter().any(|p| {
+            p.k != first.k
+                || p.block_size != first.block_size
+                || p.is_symmetric() != first.is_symmetric()
+        }) {
+            return Err(QuantError::InvalidShape {
+                shape: parts.iter().map(|p| p.k).collect(),
+                reason: "concatenated weights need the same K, block size and symmetry",
+            });
+        }
+        let n = parts.iter().map(|p| p.n).sum();
+        let b = parts.iter().flat_map(|p| p.b.iter().copied()).collect();
+        let scales = parts
+            .iter()
+            .flat_map(|p| p.scales.iter().copied())
+            .collect();
+        let zero_points = first.zero_points.as_ref().map(|_| {
+            parts
+                .iter()
+                .flat_map(|p| p.zero_points.iter().flatten().copied())
+                .collect()
+        });
+        Self::from_parts(first.k, n, first.block_size, b, scales, zero_points)
+    }
+
     /// Input features K.
     pub fn k(&self) -> usize {
         self.k
@@ -419,6 +455,70 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn concatenated_columns_quantize_and_multiply_as_the_parts() {
+        // K = 80: a partial last block; asymmetric too, for the zero points.
+        let (k, m) = (80, 3);
+        for symmetric in [true, false] {
+            let cfg = MatMulNBitsConfig {
+                block_size: 32,
+                symmetric,
+            };
+            let ws: Vec<Vec<f32>> = [5, 3, 4].iter().map(|&n| sample(k, n, n as u32)).collect();
+            let parts: Vec<MatMulNBitsWeight> = ws
+                .iter()
+                .map(|w| {
+                    let n = w.len() / k;
+                    quantize_matmul_nbits(WeightView::torch_linear(w, n, k).unwrap(), cfg)
+                        .unwrap()
+                        .tensor
+                })
+                .collect();
+            let fused = MatMulNBitsWeight::concat_columns(&parts).unwrap();
+            assert_eq!(fused.n(), 12);
+            // Quantizing the stacked [12, K] weight gives the same bytes.
+            let stacked: Vec<f32> = ws.concat();
+            let whole =
+                quantize_matmul_nbits(WeightView::torch_linear(&stacked, 12, k).unwrap(), cfg)
+                    .unwrap()
+                    .tensor;
+            assert_eq!(fused, whole);
+            let a = sample(k, m, 9);
+            let y = fused.matmul(&a, m).unwrap();
+            let mut col = 0;
+            for p in &parts {
+                let yp = p.matmul(&a, m).unwrap();
+                for r in 0..m {
+                    assert_eq!(
+                        &y[r * 12 + col..r * 12 + col + p.n()],
+                        &yp[r * p.n()..(r + 1) * p.n()]
+                    );
+                }
+                col += p.n();
+            }
+        }
+        let a = quantize_matmul_nbits(
+            WeightView::torch_linear(&sample(64, 2, 1), 2, 64).unwrap(),
+            MatMulNBitsConfig {
+                block_size: 32,
+                symmetric: true,
+            },
+        )
+        .unwrap()
+        .tensor;
+        let b = quantize_matmul_nbits(
+            WeightView::torch_linear(&sample(96, 2, 1), 2, 96).unwrap(),
+            MatMulNBitsConfig {
+                block_size: 32,
+                symmetric: true,
+            },
+        )
+        .unwrap()
+        .tensor;
+        assert!(MatMulNBitsWeight::concat_columns(&[a, b]).is_err());
+        assert!(MatMulNBitsWeight::concat_columns(&[]).is_err());
     }
 
     #[test]

@@ -66,6 +66,9 @@ pub struct Bundle {
     decoder: GraphInfo,
     /// The batched line encoder, when the bundle has one (`graphs.lines`).
     lines: Option<GraphInfo>,
+    /// The decoder in ONNX Runtime's fused kernels, when the bundle has one
+    /// (`graphs.decoder_ort`): the same inputs and outputs as `decoder`.
+    decoder_ort: Option<GraphInfo>,
 }
 
 impl Bundle {
@@ -103,12 +106,21 @@ impl Bundle {
             }
             None => None,
         };
+        let decoder_ort = match &manifest.graphs.decoder_ort {
+            Some(rel) => {
+                let g = read_graph(dir, &manifest, rel)?;
+                check_decoder_io(&g, &manifest)?;
+                Some(g)
+            }
+            None => None,
+        };
         Ok(Self {
             dir: dir.to_path_buf(),
             manifest,
             vision,
             decoder,
             lines,
+            decoder_ort,
         })
     }
 
@@ -126,6 +138,9 @@ impl Bundle {
     }
     pub fn lines(&self) -> Option<&GraphInfo> {
         self.lines.as_ref()
+    }
+    pub fn decoder_ort(&self) -> Option<&GraphInfo> {
+        self.decoder_ort.as_ref()
     }
 
     /// Path of a bundle-relative file, refusing anything outside the bundle.

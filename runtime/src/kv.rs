@@ -68,6 +68,9 @@ pub(crate) enum KvStore {
     Tract(Vec<tract_onnx::prelude::TValue>),
     #[cfg(feature = "ort")]
     Ort(Vec<::ort::value::DynValue>),
+    /// `decoder_ort.onnx`'s buffers, written in place ([`crate::backend::ort_kv`]).
+    #[cfg(feature = "ort")]
+    OrtInPlace(Box<crate::backend::ort_kv::InPlaceKv>),
 }
 
 /// The cache of one sequence, or of a batch of `rows` sequences with `len` slots each.

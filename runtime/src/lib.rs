@@ -55,7 +55,8 @@ pub mod sampling;
 pub mod trace;
 
 pub use backend::{
-    BackendChoice, BackendKind, BackendOptions, ExecutionProvider, OrtOptimization, OrtOptions,
+    BackendChoice, BackendKind, BackendOptions, ExecutionProvider, OrtDecoderGraph,
+    OrtOptimization, OrtOptions,
 };
 pub use bundle::{Bundle, Verify};
 pub use gen_config::GenerateOverrides;

@@ -97,6 +97,12 @@ fn check(dir: &Path, max_new_tokens: usize, rows: (usize, usize)) -> Vec<Vec<Gen
     let mut runs = Vec::new();
     for (choice, rows) in [(BackendChoice::Tract, rows.0), (BackendChoice::Ort, rows.1)] {
         let mut model = load(dir, choice);
+        if choice == BackendChoice::Ort {
+            // decoder_ort.onnx, its cache in place; a prefill chunk of several slots in
+            // several rows goes row by row (ove_runtime::backend::ort_kv).
+            let d = model.describe_backend();
+            assert!(d.contains("fused decoder"), "{d}");
+        }
         let prompts = prompts(&c, model.manifest().tokens.image_pad);
         assert_eq!(model.max_decoder_rows(), rows, "{choice:?}");
         let img = model.encode_image_file(&c.images[0]).unwrap();

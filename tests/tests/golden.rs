@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use common::*;
 use ove_core::tensor_file::Tensor;
 use ove_exporter::Dtype;
+use ove_runtime::backend::OrtDecoderGraph;
 use ove_runtime::trace::{trace, Case, TraceOptions};
 use ove_runtime::BackendChoice;
 
@@ -28,8 +29,34 @@ fn run_trace(
     backend: BackendChoice,
     pixels_from_case: bool,
 ) -> BTreeMap<String, Tensor> {
+    run_trace_on(
+        case,
+        dtype,
+        backend,
+        OrtDecoderGraph::Auto,
+        pixels_from_case,
+    )
+}
+
+/// [`run_trace`] with ONNX Runtime on decoder graph `graph`; checks that the graph asked
+/// for is the one that runs.
+fn run_trace_on(
+    case: &str,
+    dtype: Dtype,
+    backend: BackendChoice,
+    graph: OrtDecoderGraph,
+    pixels_from_case: bool,
+) -> BTreeMap<String, Tensor> {
     let bundle = bundle(case, dtype);
-    let mut model = load(&bundle, backend);
+    let mut model = load_graph(&bundle, backend, graph);
+    let described = model.describe_backend();
+    match graph {
+        OrtDecoderGraph::Fused => assert!(described.contains("fused decoder"), "{described}"),
+        OrtDecoderGraph::Portable => {
+            assert!(described.contains("portable decoder"), "{described}")
+        }
+        OrtDecoderGraph::Auto => {}
+    }
     let c = Case::load(&case_dir(case)).unwrap();
     trace(&mut model, &c, &TraceOptions { pixels_from_case })
         .unwrap_or_else(|e| panic!("{case} on {backend:?}: {e:#}"))
@@ -47,11 +74,11 @@ fn every_case(label: &str, cases: &[&str], mut check: impl FnMut(&str) -> (Strin
     assert!(failures.is_empty(), "[{label}] {}", failures.join("; "));
 }
 
-fn pixels_from_case(backend: BackendChoice) {
-    let label = format!("{backend:?} f32 pixels-from-case");
+fn pixels_from_case(backend: BackendChoice, graph: OrtDecoderGraph) {
+    let label = format!("{backend:?} ({graph:?} decoder) f32 pixels-from-case");
     every_case(&label, &CASES, |case| {
         let want = expected(case);
-        let got = run_trace(case, Dtype::F32, backend, true);
+        let got = run_trace_on(case, Dtype::F32, backend, graph, true);
         let mut problems = Vec::new();
         let mut figures = Vec::new();
         let mut names = vec!["logits"];
@@ -85,12 +112,19 @@ fn pixels_from_case(backend: BackendChoice) {
 
 #[test]
 fn tract_matches_golden_on_case_pixels() {
-    pixels_from_case(BackendChoice::Tract);
+    pixels_from_case(BackendChoice::Tract, OrtDecoderGraph::Auto);
 }
 
+/// decoder_ort.onnx: ONNX Runtime's fused kernels, the cache written in place.
 #[test]
-fn ort_matches_golden_on_case_pixels() {
-    pixels_from_case(BackendChoice::Ort);
+fn ort_fused_decoder_matches_golden_on_case_pixels() {
+    pixels_from_case(BackendChoice::Ort, OrtDecoderGraph::Fused);
+}
+
+/// decoder.onnx on ONNX Runtime (what it runs under TensorRT/CUDA, or when asked).
+#[test]
+fn ort_portable_decoder_matches_golden_on_case_pixels() {
+    pixels_from_case(BackendChoice::Ort, OrtDecoderGraph::Portable);
 }
 
 fn own_preprocessing(backend: BackendChoice) {

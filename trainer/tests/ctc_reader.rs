@@ -149,10 +149,10 @@ fn ctc_training_export_and_runtime_agree() {
     assert!(format!("{err:#}").contains("--ctc-head"), "{err:#}");
     eo.ctc_head = true;
     let report = export(&eo).unwrap_or_else(|e| panic!("export: {e:#}"));
-    // The head comes with the batched line encoder (schema 3; 4 for the batched decoder
-    // every new bundle has), which stores no weight of its own: its initializers point
-    // into vision.onnx.data.
-    assert_eq!(report.manifest.schema_version, 4);
+    // The head comes with the batched line encoder (schema 3; 5 for the fused ONNX Runtime
+    // decoder every new bundle has), which stores no weight of its own: its initializers
+    // point into vision.onnx.data.
+    assert_eq!(report.manifest.schema_version, 5);
     assert_eq!(
         report.manifest.graphs.ctc_head.as_deref(),
         Some(CTC_HEAD_FILE)

@@ -46,6 +46,13 @@ pub struct Args {
     /// module, left out by default.
     #[arg(long)]
     pub ctc_head: bool,
+    /// Leave out decoder_ort.onnx, the decoder in ONNX Runtime's fused kernels
+    /// (GroupQueryAttention with the KV cache written in place, RotaryEmbedding,
+    /// SkipSimplifiedLayerNormalization). It shares decoder.onnx's weights, so it adds only
+    /// its graph; ONNX Runtime runs it, tract and TensorRT run decoder.onnx. Not written for
+    /// --target tensorrt.
+    #[arg(long)]
+    pub no_ort_decoder: bool,
     /// With --reads lines: what reads each line crop: `decoder` (the model's own
     /// generation) or `ctc` (the CTC head on the vision encoder, no decoder step; needs
     /// --ctc-head).
@@ -157,6 +164,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             },
         },
         ctc_head: args.ctc_head,
+        ort_decoder: !args.no_ort_decoder,
     };
     let report = export(&opts)?;
     let m = &report.manifest;

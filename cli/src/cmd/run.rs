@@ -14,7 +14,8 @@ use ove_core::prompt::{PromptBuilder, DEFAULT_SYSTEM};
 use ove_runtime::generate::DEFAULT_PREFILL_CHUNK;
 use ove_runtime::{
     BackendChoice, BackendOptions, EncodedImage, GenerateOptions, GenerateOverrides, Generation,
-    LoadOptions, Model, OrtOptimization, OrtOptions, TextStream, Verify, VisionContext,
+    LoadOptions, Model, OrtDecoderGraph, OrtOptimization, OrtOptions, TextStream, Verify,
+    VisionContext,
 };
 
 /// Inference engine.
@@ -45,6 +46,14 @@ pub enum OptLevelArg {
     Basic,
     Extended,
     All,
+}
+
+/// Which of a bundle's decoder graphs ONNX Runtime runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OrtDecoderArg {
+    Auto,
+    Fused,
+    Portable,
 }
 
 /// Which bundle to run and on what.
@@ -79,6 +88,12 @@ pub struct ModelArgs {
     /// (MatMulNBits nodes in the bundle keep the accuracy level the exporter gave them.)
     #[arg(long)]
     pub fast_int4: bool,
+
+    /// Which decoder graph ONNX Runtime runs: `auto` (decoder_ort.onnx, its fused kernels
+    /// with the KV cache written in place, when the bundle has it and the decoder runs on
+    /// the CPU; else decoder.onnx), `fused` or `portable` (decoder.onnx, what tract runs).
+    #[arg(long, value_enum, default_value_t = OrtDecoderArg::Auto)]
+    pub ort_decoder: OrtDecoderArg,
 
     /// Check only the sizes of the bundle's files, not their sha256 (a faster start for a
     /// bundle that was verified before).
@@ -149,6 +164,11 @@ impl ModelArgs {
                     },
                     int4_accuracy_level: if self.fast_int4 { 4 } else { 0 },
                     providers,
+                    decoder_graph: match self.ort_decoder {
+                        OrtDecoderArg::Auto => OrtDecoderGraph::Auto,
+                        OrtDecoderArg::Fused => OrtDecoderGraph::Fused,
+                        OrtDecoderArg::Portable => OrtDecoderGraph::Portable,
+                    },
                 },
             },
         })

@@ -16,6 +16,8 @@ use crate::kv::{KvCache, KvShape};
 
 #[cfg(feature = "ort")]
 pub mod ort;
+#[cfg(feature = "ort")]
+pub(crate) mod ort_kv;
 #[cfg(feature = "tract")]
 pub mod tract;
 
@@ -90,6 +92,34 @@ pub struct OrtOptions {
     /// Execution providers in order of preference, and their options (default: the CPU
     /// alone; the CLI's `--ep auto` asks for TensorRT, CUDA, CPU).
     pub providers: crate::providers::ProviderSettings,
+    /// Which decoder graph ONNX Runtime runs when the bundle has both.
+    pub decoder_graph: OrtDecoderGraph,
+}
+
+/// Which of a bundle's decoder graphs ONNX Runtime runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OrtDecoderGraph {
+    /// `decoder_ort.onnx` (fused kernels, KV cache in place) when the bundle has it and the
+    /// decoder runs on the CPU, else `decoder.onnx`; if the fused graph fails to load (an
+    /// ONNX Runtime older than its operators), `decoder.onnx` with a warning.
+    #[default]
+    Auto,
+    /// `decoder.onnx`, the portable graph (what tract runs).
+    Portable,
+    /// `decoder_ort.onnx`; an error when the bundle has none or it cannot run here.
+    Fused,
+}
+
+impl FromStr for OrtDecoderGraph {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "auto" => OrtDecoderGraph::Auto,
+            "portable" => OrtDecoderGraph::Portable,
+            "fused" => OrtDecoderGraph::Fused,
+            other => bail!("unknown decoder graph {other:?} (auto, portable or fused)"),
+        })
+    }
 }
 
 impl Default for OrtOptions {
@@ -99,6 +129,7 @@ impl Default for OrtOptions {
             optimization: OrtOptimization::All,
             int4_accuracy_level: 0,
             providers: Default::default(),
+            decoder_graph: OrtDecoderGraph::Auto,
         }
     }
 }

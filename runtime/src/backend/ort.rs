@@ -262,7 +262,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
     a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
 }
 
-fn ort_err<T, R>(r: std::result::Result<T, ort::Error<R>>) -> Result<T> {
+pub(super) fn ort_err<T, R>(r: std::result::Result<T, ort::Error<R>>) -> Result<T> {
     r.map_err(|e| anyhow!("{e}"))
 }
 
@@ -487,6 +487,52 @@ pub struct OrtBackend {
     /// [`Backend::max_decoder_rows`]: the TensorRT profile's batch bound when TensorRT
     /// runs the decoder.
     max_decoder_rows: usize,
+    /// Whether `decoder` is decoder_ort.onnx (its cache in place: [`super::ort_kv`]).
+    fused: bool,
+    /// The bundle's context bound (rows of the fused graph's rotary tables).
+    max_context: usize,
+}
+
+/// The decoder session: decoder_ort.onnx or decoder.onnx, as
+/// [`super::OrtDecoderGraph`] and the providers decide. Returns the session, its
+/// providers and whether it is the fused graph.
+fn decoder_session(
+    env: &Environment,
+    bundle: &Bundle,
+    opts: &BackendOptions,
+    plan: &GraphPlan,
+) -> Result<(Session, Vec<Provider>, bool)> {
+    use super::OrtDecoderGraph as Choice;
+    let choice = opts.ort.decoder_graph;
+    // The in-place cache is host memory: the fused graph runs on the CPU provider only.
+    let cpu_only = plan.providers.iter().all(|c| c.provider == Provider::Cpu);
+    let fused = match (choice, bundle.decoder_ort()) {
+        (Choice::Portable, _) => None,
+        (Choice::Auto, Some(g)) if cpu_only => Some(g),
+        (Choice::Auto, _) => None,
+        (Choice::Fused, None) => bail!(
+            "--ort-decoder fused: this bundle has no decoder_ort.onnx (re-export it with \
+             ove export without --no-ort-decoder)"
+        ),
+        (Choice::Fused, Some(_)) if !cpu_only => bail!(
+            "--ort-decoder fused runs on the CPU provider only (its KV cache is host memory); \
+             pass --ep cpu or --ort-decoder portable"
+        ),
+        (Choice::Fused, Some(g)) => Some(g),
+    };
+    if let Some(g) = fused {
+        match session(env, &g.path, opts, plan) {
+            Ok((s, p)) => return Ok((s, p, true)),
+            Err(e) if choice == Choice::Auto => tracing::warn!(
+                "{}: {e:#}; running decoder.onnx instead (an ONNX Runtime older than \
+                 the fused graph's operators?)",
+                g.path.display()
+            ),
+            Err(e) => return Err(e),
+        }
+    }
+    let (s, p) = session(env, &bundle.decoder().path, opts, plan)?;
+    Ok((s, p, false))
 }
 
 impl OrtBackend {
@@ -504,8 +550,9 @@ impl OrtBackend {
         let plan = |g| providers::plan(m, settings, g, bundle.dir(), &device, &provider_available);
         let (vision, vision_providers) =
             session(&env, &bundle.vision().path, opts, &plan(Graph::Vision))?;
-        let (decoder, decoder_providers) =
-            session(&env, &bundle.decoder().path, opts, &plan(Graph::Decoder))?;
+        let decoder_plan = plan(Graph::Decoder);
+        let (decoder, decoder_providers, fused) =
+            decoder_session(&env, bundle, opts, &decoder_plan)?;
         let lines = bundle.lines().map(|g| {
             LazySession::Pending(Box::new(PendingSession {
                 env: env.clone(),
@@ -524,6 +571,8 @@ impl OrtBackend {
         };
         Ok(Self {
             max_decoder_rows,
+            fused,
+            max_context: m.max_context,
             dims,
             library: library.to_path_buf(),
             vision_providers,
@@ -538,20 +587,20 @@ impl OrtBackend {
     }
 }
 
-fn values_f32(v: &DynValue, what: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+pub(super) fn values_f32(v: &DynValue, what: &str) -> Result<(Vec<usize>, Vec<f32>)> {
     let (shape, data) = v
         .try_extract_tensor::<f32>()
         .map_err(|e| anyhow!("{what}: {e}"))?;
     Ok((shape.iter().map(|&d| d as usize).collect(), data.to_vec()))
 }
 
-fn take(outputs: &mut ort::session::SessionOutputs<'_>, name: &str) -> Result<DynValue> {
+pub(super) fn take(outputs: &mut ort::session::SessionOutputs<'_>, name: &str) -> Result<DynValue> {
     outputs
         .remove(name)
         .ok_or_else(|| anyhow!("ONNX Runtime returned no output {name:?}"))
 }
 
-fn view<'a, T>(shape: Vec<usize>, data: &'a [T]) -> Result<SessionInputValue<'a>>
+pub(super) fn view<'a, T>(shape: Vec<usize>, data: &'a [T]) -> Result<SessionInputValue<'a>>
 where
     T: ort::value::PrimitiveTensorElementType + std::fmt::Debug + Clone + 'static,
 {
@@ -565,8 +614,9 @@ impl Backend for OrtBackend {
 
     fn describe(&self) -> String {
         format!(
-            "ONNX Runtime ({}, {} threads) from {}",
+            "ONNX Runtime ({}, {} decoder, {} threads) from {}",
             describe_providers(&self.vision_providers, &self.decoder_providers),
+            if self.fused { "fused" } else { "portable" },
             self.threads
                 .map(|n| n.to_string())
                 .unwrap_or_else(|| "default".into()),
@@ -634,6 +684,29 @@ impl Backend for OrtBackend {
         x.check(&self.dims, k)?;
         check_rows(x, cache)?;
         let (rows, s) = (x.batch, x.new_tokens());
+        if self.fused {
+            let mut kv = match std::mem::replace(&mut cache.store, KvStore::Empty) {
+                KvStore::Empty => None,
+                KvStore::OrtInPlace(kv) => Some(kv),
+                _ => bail!("this KV cache was made by another backend or decoder graph"),
+            };
+            let result = super::ort_kv::step(
+                &mut self.decoder,
+                &self.dims,
+                &self.present,
+                &self.past,
+                self.max_context,
+                &mut kv,
+                x,
+                k,
+            );
+            if let Some(kv) = kv {
+                cache.store = KvStore::OrtInPlace(kv);
+            }
+            let logits = result?;
+            cache.len = k + s;
+            return Ok(logits);
+        }
         let kv = self.dims.kv;
         let empty;
         let past: Vec<&DynValue> = match &cache.store {
@@ -647,7 +720,7 @@ impl Backend for OrtBackend {
             }
             KvStore::Ort(values) => values.iter().collect(),
             #[allow(unreachable_patterns)]
-            _ => bail!("this KV cache was made by another backend"),
+            _ => bail!("this KV cache was made by another backend or decoder graph"),
         };
         let [embeds_shape, pos_shape, bias_shape] = x.shapes(&self.dims, k);
         let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =

@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 
 use ove_core::tensor_file::{read_safetensors, Tensor};
 use ove_exporter::{export, Dtype, ExportOptions};
+use ove_runtime::backend::OrtDecoderGraph;
 use ove_runtime::compare::max_abs_diff;
 use ove_runtime::{BackendChoice, BackendOptions, LoadOptions, Model, OrtOptions};
 
@@ -91,11 +92,20 @@ pub fn ort_library() -> PathBuf {
 }
 
 pub fn load(bundle: &Path, backend: BackendChoice) -> Model {
+    load_graph(bundle, backend, OrtDecoderGraph::Auto)
+}
+
+/// [`load`] with ONNX Runtime running the decoder graph `graph` (the fused one by default
+/// when the bundle has it).
+pub fn load_graph(bundle: &Path, backend: BackendChoice, graph: OrtDecoderGraph) -> Model {
     let mut opts = LoadOptions {
         backend: BackendOptions {
             choice: backend,
             threads: None,
-            ort: OrtOptions::default(),
+            ort: OrtOptions {
+                decoder_graph: graph,
+                ..Default::default()
+            },
         },
         ..Default::default()
     };
