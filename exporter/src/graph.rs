@@ -107,6 +107,11 @@ impl GraphBuilder {
         );
     }
 
+    /// Whether another graph shared an initializer called `name` ([`Self::share_external`]).
+    pub fn has_shared(&self, name: &str) -> bool {
+        self.shared.contains_key(name)
+    }
+
     /// Reuses the shared initializer `name` (see [`Self::share_external`]) without its
     /// bytes being computed again; false when no graph shared one of that name. For weights
     /// that are expensive to produce (quantized matrices): the caller knows the same code

@@ -320,14 +320,11 @@ impl Int4Linear<'_> {
         if !self.opts.symmetric {
             names.push(format!("{name}.zero_points"));
         }
-        // All or none: the first check decides, the rest must follow.
-        if !g.reuse_shared(&names[0]) {
+        if !names.iter().all(|n| g.has_shared(n)) {
             return None;
         }
-        for extra in &names[1..] {
-            if !g.reuse_shared(extra) {
-                return None;
-            }
+        for n in &names {
+            g.reuse_shared(n);
         }
         let a = ove_quant::MatMulNBitsAttributes {
             k: k as i64,

@@ -39,6 +39,9 @@ impl Graph {
     ) -> Result<Self> {
         let path = &info.path;
         let fail = |what: &str| format!("tract cannot {what} {}", path.display());
+        // Each phase's time goes to the log: a large decoder takes seconds to load, and
+        // where they go decides what a cache could save.
+        let t0 = std::time::Instant::now();
         // Output shapes are left to tract: the file names them with their own symbols
         // (`T`), which tract derives itself as `K + S`.
         let mut model = tract_onnx::onnx()
@@ -65,10 +68,21 @@ impl Graph {
                     .unwrap_or_else(|| model.node(o.node).name.clone())
             })
             .collect::<Vec<_>>();
+        let parsed = t0.elapsed();
         let typed = model
-            .into_optimized()
+            .into_typed()
+            .map_err(|e| anyhow!("{e:?}"))
+            .with_context(|| fail("type"))?
+            .into_decluttered()
+            .map_err(|e| anyhow!("{e:?}"))
+            .with_context(|| fail("declutter"))?;
+        let decluttered = t0.elapsed();
+        let mut typed = typed;
+        typed
+            .optimize()
             .map_err(|e| anyhow!("{e:?}"))
             .with_context(|| fail("optimize"))?;
+        let optimized = t0.elapsed();
         let options = RunOptions {
             executor: (threads > 1)
                 .then(|| tract_linalg::multithread::Executor::multithread(threads)),
@@ -78,6 +92,15 @@ impl Graph {
             .into_runnable_with_options(&options)
             .map_err(|e| anyhow!("{e:?}"))
             .with_context(|| fail("plan"))?;
+        let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e3).round();
+        tracing::info!(
+            graph = %path.display(),
+            parse_ms = ms(parsed),
+            type_declutter_ms = ms(decluttered - parsed),
+            optimize_ms = ms(optimized - decluttered),
+            plan_ms = ms(t0.elapsed() - optimized),
+            "tract loaded a graph"
+        );
         Ok(Self {
             plan,
             inputs,
