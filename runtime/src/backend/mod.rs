@@ -20,6 +20,8 @@ pub mod ort;
 pub(crate) mod ort_kv;
 #[cfg(feature = "tract")]
 pub mod tract;
+#[cfg(feature = "tract")]
+mod tract_cache;
 
 /// An engine that is running a bundle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

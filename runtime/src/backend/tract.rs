@@ -35,10 +35,21 @@ impl Graph {
     fn load(
         info: &GraphInfo,
         threads: usize,
+        cache: Option<&std::path::Path>,
         facts: impl Fn(&SymbolScope, &str) -> Option<InferenceFact>,
     ) -> Result<Self> {
         let path = &info.path;
         let fail = |what: &str| format!("tract cannot {what} {}", path.display());
+        if let Some(c) = cache.filter(|c| c.is_file()) {
+            match Self::from_cache(info, threads, c) {
+                Ok(g) => return Ok(g),
+                Err(e) => tracing::warn!(
+                    "{}: the cached tract model {} does not load ({e:#}); loading the graph",
+                    path.display(),
+                    c.display()
+                ),
+            }
+        }
         // Each phase's time goes to the log: a large decoder takes seconds to load, and
         // where they go decides what a cache could save.
         let t0 = std::time::Instant::now();
@@ -77,6 +88,11 @@ impl Graph {
             .map_err(|e| anyhow!("{e:?}"))
             .with_context(|| fail("declutter"))?;
         let decluttered = t0.elapsed();
+        if let Some(c) = cache {
+            if let Err(e) = super::tract_cache::write(&typed, c) {
+                tracing::warn!("{}: not cached ({e:#})", path.display());
+            }
+        }
         let mut typed = typed;
         typed
             .optimize()
@@ -105,6 +121,44 @@ impl Graph {
             plan,
             inputs,
             outputs,
+        })
+    }
+
+    /// The graph from its cached decluttered model: optimized and planned as [`Self::load`]
+    /// does; inputs and outputs keep the ONNX graph's order, named from the bundle's record
+    /// of it.
+    fn from_cache(info: &GraphInfo, threads: usize, c: &std::path::Path) -> Result<Self> {
+        let t0 = std::time::Instant::now();
+        let mut typed = super::tract_cache::read(c)?;
+        let read = t0.elapsed();
+        let (ins, outs) = (typed.input_outlets()?.len(), typed.output_outlets()?.len());
+        if ins != info.inputs.len() || outs != info.outputs.len() {
+            bail!(
+                "{ins} inputs and {outs} outputs, the graph has {} and {}",
+                info.inputs.len(),
+                info.outputs.len()
+            );
+        }
+        typed.optimize().map_err(|e| anyhow!("{e:?}"))?;
+        let options = RunOptions {
+            executor: (threads > 1)
+                .then(|| tract_linalg::multithread::Executor::multithread(threads)),
+            ..Default::default()
+        };
+        let plan = typed
+            .into_runnable_with_options(&options)
+            .map_err(|e| anyhow!("{e:?}"))?;
+        tracing::info!(
+            graph = %info.path.display(),
+            cache = %c.display(),
+            read_ms = (read.as_secs_f64() * 1e3).round(),
+            optimize_plan_ms = ((t0.elapsed() - read).as_secs_f64() * 1e3).round(),
+            "tract loaded a graph from its cache"
+        );
+        Ok(Self {
+            plan,
+            inputs: info.inputs.iter().map(|i| i.name.clone()).collect(),
+            outputs: info.outputs.iter().map(|o| o.name.clone()).collect(),
         })
     }
 
@@ -141,7 +195,7 @@ enum LazyLines {
 impl LazyLines {
     fn get(&mut self, dims: &Dims, threads: usize) -> Result<(&Graph, [usize; 3], usize)> {
         if let LazyLines::Pending(info) = self {
-            let g = Graph::load(info, threads, |sym, name| {
+            let g = Graph::load(info, threads, None, |sym, name| {
                 let (b, p) = (sym.sym("B").to_dim(), sym.sym("P").to_dim());
                 let fact: InferenceFact = match name {
                     io::PIXEL_VALUES => f32::fact([b, p, dims.patch_dim.to_dim()]).into(),
@@ -170,11 +224,12 @@ impl LazyLines {
 fn load_decoder(
     info: &GraphInfo,
     threads: usize,
+    cache: Option<&std::path::Path>,
     dims: Dims,
     rows: Option<usize>,
 ) -> Result<Graph> {
     let kv = dims.kv;
-    Graph::load(info, threads, |sym, name| {
+    Graph::load(info, threads, cache, |sym, name| {
         let (s, k, l) = (
             sym.sym("S").to_dim(),
             sym.sym("K").to_dim(),
@@ -250,7 +305,7 @@ impl TractBackend {
                 .map(|n| n.get())
                 .unwrap_or(1)
         });
-        let vision = Graph::load(bundle.vision(), threads, |sym, name| {
+        let vision = Graph::load(bundle.vision(), threads, None, |sym, name| {
             let p = sym.sym("M").to_dim() * dims.merge_unit as i64;
             let c = sym.sym("C").to_dim();
             match name {
@@ -262,7 +317,10 @@ impl TractBackend {
             }
         })?;
         let one_row = !dims.kv.batched || int4_decoder(bundle.manifest());
-        let decoder = load_decoder(bundle.decoder(), threads, dims, one_row.then_some(1))?;
+        let rows = one_row.then_some(1);
+        let cache =
+            super::tract_cache::path_for(bundle, &bundle.decoder().rel, &format!("rows={rows:?}"));
+        let decoder = load_decoder(bundle.decoder(), threads, cache.as_deref(), dims, rows)?;
         let max_decoder_rows = if one_row { 1 } else { MAX_DECODER_ROWS };
         let lines = bundle.lines().cloned().map(LazyLines::Pending);
         let (past, present) = tensor_names(dims.kv.layers);
