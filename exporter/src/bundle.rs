@@ -190,6 +190,9 @@ fn write_bundle(
     let mut lines_written = false;
     // Whether decoder_ort.onnx was written (`ExportOptions::ort_decoder`, not for TensorRT).
     let mut ort_decoder_written = false;
+    let ort_ops = DecoderOps::OrtFused {
+        kv_f16: opts.ort_kv_f16,
+    };
     let (quantization, vision_opset, decoder_opset) = match &opts.int4 {
         None => {
             let dense = DenseLinear;
@@ -208,7 +211,16 @@ fn write_bundle(
                 crate::decoder::build(cx, cfg, DecoderOps::Portable, max_context)
             })?;
             if opts.ort_decoder {
-                build_ort_decoder(dir, OPSET, &weights, &dense, decoder, cfg, max_context)?;
+                build_ort_decoder(
+                    dir,
+                    OPSET,
+                    &weights,
+                    &dense,
+                    decoder,
+                    cfg,
+                    max_context,
+                    ort_ops,
+                )?;
                 ort_decoder_written = true;
             }
             let q = Quantization {
@@ -277,7 +289,16 @@ fn write_bundle(
                 let again = Int4Linear::new(q, |name: &str| {
                     name.starts_with("model.layers.") || (q.lm_head && name == head)
                 });
-                build_ort_decoder(dir, dop, &weights, &again, decoder, cfg, max_context)?;
+                build_ort_decoder(
+                    dir,
+                    dop,
+                    &weights,
+                    &again,
+                    decoder,
+                    cfg,
+                    max_context,
+                    ort_ops,
+                )?;
                 ort_decoder_written = true;
             } else if opts.ort_decoder {
                 info!("no {DECODER_ORT_FILE} for --target tensorrt (TensorRT runs decoder.onnx)");
@@ -483,6 +504,7 @@ fn build_lines(
 /// Builds `decoder_ort.onnx`, the decoder in ONNX Runtime's fused kernels, over
 /// decoder.onnx's weights (`decoder`: its initializers). Like [`build_lines`], it leaves
 /// the progress bar where it was and drops its data file when nothing went into it.
+#[allow(clippy::too_many_arguments)]
 fn build_ort_decoder(
     dir: &Path,
     opset: i64,
@@ -491,6 +513,7 @@ fn build_ort_decoder(
     decoder: Vec<TensorProto>,
     cfg: &ModelConfig,
     max_context: usize,
+    ops: DecoderOps,
 ) -> Result<()> {
     let position = weights.progress.position();
     info!("building {DECODER_ORT_FILE}");
@@ -501,7 +524,7 @@ fn build_ort_decoder(
         weights,
         linear,
         decoder,
-        |cx| crate::decoder::build(cx, cfg, DecoderOps::OrtFused, max_context),
+        |cx| crate::decoder::build(cx, cfg, ops, max_context),
     )?;
     weights.progress.set_position(position);
     let data = dir.join(format!("{DECODER_ORT_FILE}.data"));

@@ -34,8 +34,19 @@ pub enum DecoderOps {
     Portable,
     /// ONNX Runtime's fused kernels ([`crate::ort_ops`]): GroupQueryAttention with an
     /// in-place cache, RotaryEmbedding, (Skip)SimplifiedLayerNormalization
-    /// (`decoder_ort.onnx`).
-    OrtFused,
+    /// (`decoder_ort.onnx`). `kv_f16`: the cache (and attention's inputs) in f16, half the
+    /// cache's memory and traffic; the rest of the graph stays f32.
+    OrtFused { kv_f16: bool },
+}
+
+impl DecoderOps {
+    /// ONNX element type of the KV cache inputs and outputs.
+    pub fn kv_type(self) -> i32 {
+        match self {
+            DecoderOps::OrtFused { kv_f16: true } => data_type::FLOAT16,
+            _ => data_type::FLOAT,
+        }
+    }
 }
 
 /// Per-call values shared by all layers.
@@ -44,6 +55,8 @@ struct Shared {
     rows_shape: String,
     position_ids: String,
     lowering: Lowering,
+    /// ONNX element type of the cache ([`DecoderOps::kv_type`]).
+    kv_type: i32,
 }
 
 /// What each lowering computes once per call.
@@ -118,8 +131,8 @@ fn attention(
     cx.g.set_scope(&p);
     let eps = t.rms_norm_eps;
     let past_dims = [Dim::sym("B"), kvh.into(), Dim::sym("K"), hd.into()];
-    let past_k = cx.g.input(&io::past_key(l), data_type::FLOAT, &past_dims);
-    let past_v = cx.g.input(&io::past_value(l), data_type::FLOAT, &past_dims);
+    let past_k = cx.g.input(&io::past_key(l), sh.kv_type, &past_dims);
+    let past_v = cx.g.input(&io::past_value(l), sh.kv_type, &past_dims);
 
     let [q, k, v] = qkv(cx, t, &p, x)?; // [N, heads * hd]
     let (o, present_k, present_v) = match &sh.lowering {
@@ -182,7 +195,10 @@ fn attention(
             let v = g.node("Reshape", &[&v, kv_shape], vec![]);
             let q = ort_ops::rotary_embedding(g, &q, &sh.position_ids, cos, sin, nh);
             let k = ort_ops::rotary_embedding(g, &k, &sh.position_ids, cos, sin, kvh);
-            ort_ops::group_query_attention(
+            // GQA computes in its inputs' type, the cache's.
+            let half = sh.kv_type != data_type::FLOAT;
+            let [q, k, v] = [q, k, v].map(|t| if half { g.cast(&t, sh.kv_type) } else { t });
+            let (o, pk, pv) = ort_ops::group_query_attention(
                 g,
                 [&q, &k, &v],
                 [&past_k, &past_v],
@@ -193,7 +209,13 @@ fn attention(
                 },
                 nh,
                 kvh,
-            )
+            );
+            let o = if half {
+                g.cast(&o, data_type::FLOAT)
+            } else {
+                o
+            };
+            (o, pk, pv)
         }
     };
     let o = cx.g.node("Reshape", &[&o, &sh.rows_shape], vec![]); // [N, nh*hd]
@@ -268,7 +290,7 @@ fn lowering(
                 bias,
             }
         }
-        DecoderOps::OrtFused => {
+        DecoderOps::OrtFused { .. } => {
             // cos/sin tables of every position the bundle allows: the same f32 products
             // position * f as the portable graph's, so the same angles.
             let freqs = g.const_f32("model.rotary_emb.inv_freq", &[1, f.len()], &f);
@@ -289,6 +311,12 @@ fn lowering(
             let b = g.slice(&bs, 0, 0, 1);
             let seqlens_k = g.node("Expand", &[&last, &b], vec![]); // [B]
             let bias = g.unsqueeze(bias, &[1]); // [B, 1, S, T]
+                                                // In the cache's type (f16: -1e9 becomes -inf, still exactly zero weight).
+            let bias = if ops.kv_type() == data_type::FLOAT {
+                bias
+            } else {
+                g.cast(&bias, ops.kv_type())
+            };
             let mut width = |n: usize| {
                 let rest = g.ints(&[(n * hd) as i64]);
                 g.concat(&[&bs, &rest], 0)
@@ -337,6 +365,7 @@ pub fn build(cx: &mut Ctx, cfg: &ModelConfig, ops: DecoderOps, max_context: usiz
         rows_shape,
         position_ids: pos,
         lowering,
+        kv_type: ops.kv_type(),
     };
 
     // The residual stream `x`; the fused lowering adds each block's output to it inside
@@ -382,7 +411,7 @@ pub fn build(cx: &mut Ctx, cfg: &ModelConfig, ops: DecoderOps, max_context: usiz
     let x = cx.g.gather(&x, &logits_index, 0);
     let x = match ops {
         DecoderOps::Portable => cx.rms_norm(&x, "model.norm", h, eps)?,
-        DecoderOps::OrtFused => {
+        DecoderOps::OrtFused { .. } => {
             let w = cx.w.vector(&mut cx.g, "model.norm.weight", &[h], &[h])?;
             ort_ops::simplified_layer_norm(&mut cx.g, &x, &w, eps)
         }
@@ -404,8 +433,8 @@ pub fn build(cx: &mut Ctx, cfg: &ModelConfig, ops: DecoderOps, max_context: usiz
     );
     for (l, (pk, pv)) in presents.iter().enumerate() {
         let dims = [Dim::sym("B"), kvh.into(), Dim::sym("T"), hd.into()];
-        g.output(pk, &io::present_key(l), data_type::FLOAT, &dims);
-        g.output(pv, &io::present_value(l), data_type::FLOAT, &dims);
+        g.output(pk, &io::present_key(l), ops.kv_type(), &dims);
+        g.output(pv, &io::present_value(l), ops.kv_type(), &dims);
     }
     Ok(())
 }
@@ -432,7 +461,7 @@ fn norm_add(
             }
             cx.rms_norm(x, &prefix, h, eps)
         }
-        DecoderOps::OrtFused => {
+        DecoderOps::OrtFused { .. } => {
             let w =
                 cx.w.vector(&mut cx.g, &format!("{prefix}.weight"), &[h], &[h])?;
             Ok(match delta {

@@ -87,6 +87,9 @@ pub struct ExportOptions {
     /// CPU or CUDA runs it, tract and TensorRT run `decoder.onnx`. Not written for the
     /// TensorRT int4 target.
     pub ort_decoder: bool,
+    /// decoder_ort.onnx keeps its KV cache in f16 (`--kv-cache f16`): half the cache's memory
+    /// and traffic, attention computed in f16; decoder.onnx keeps f32.
+    pub ort_kv_f16: bool,
 }
 
 impl ExportOptions {
@@ -104,6 +107,7 @@ impl ExportOptions {
             reading: Default::default(),
             ctc_head: false,
             ort_decoder: true,
+            ort_kv_f16: false,
         }
     }
 }

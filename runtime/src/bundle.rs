@@ -97,7 +97,7 @@ impl Bundle {
         let vision = read_graph(dir, &manifest, &manifest.graphs.vision)?;
         let decoder = read_graph(dir, &manifest, &manifest.graphs.decoder)?;
         check_vision_io(&vision, &manifest)?;
-        check_decoder_io(&decoder, &manifest)?;
+        check_decoder_io(&decoder, &manifest, false)?;
         let lines = match &manifest.graphs.lines {
             Some(rel) => {
                 let g = read_graph(dir, &manifest, rel)?;
@@ -109,7 +109,7 @@ impl Bundle {
         let decoder_ort = match &manifest.graphs.decoder_ort {
             Some(rel) => {
                 let g = read_graph(dir, &manifest, rel)?;
-                check_decoder_io(&g, &manifest)?;
+                check_decoder_io(&g, &manifest, true)?;
                 Some(g)
             }
             None => None,
@@ -458,7 +458,9 @@ fn check_lines_io(g: &GraphInfo, m: &Manifest) -> Result<()> {
     )
 }
 
-fn check_decoder_io(g: &GraphInfo, m: &Manifest) -> Result<()> {
+/// `f16_kv`: the cache may be f16 (decoder_ort.onnx exported with `--kv-cache f16`); every
+/// cache tensor then has the type of `past_key.0`.
+fn check_decoder_io(g: &GraphInfo, m: &Manifest, f16_kv: bool) -> Result<()> {
     let t = &m.model.text_config;
     let (h, kvh, hd) = (t.hidden_size, t.num_key_value_heads, t.head_dim());
     // graphs.decoder_batch: a leading batch axis on every input but logits_index.
@@ -490,6 +492,10 @@ fn check_decoder_io(g: &GraphInfo, m: &Manifest) -> Result<()> {
         &[None, Some(t.vocab_size)],
     )?;
     let kv = lead(&[Some(kvh), None, Some(hd)]);
+    let kv_type = match g.input(&io::past_key(0)) {
+        Some(p) if f16_kv && p.elem_type == data_type::FLOAT16 => data_type::FLOAT16,
+        _ => data_type::FLOAT,
+    };
     for l in 0..t.num_hidden_layers {
         for (output, prefix) in [
             (false, io::PAST_KEY),
@@ -497,7 +503,7 @@ fn check_decoder_io(g: &GraphInfo, m: &Manifest) -> Result<()> {
             (true, io::PRESENT_KEY),
             (true, io::PRESENT_VALUE),
         ] {
-            expect_io(g, output, &format!("{prefix}.{l}"), data_type::FLOAT, &kv)?;
+            expect_io(g, output, &format!("{prefix}.{l}"), kv_type, &kv)?;
         }
     }
     let past_key = format!("{}.", io::PAST_KEY);

@@ -145,6 +145,19 @@ fn int4_rows_decode_together_as_alone() {
     assert_eq!(runs[0].len(), runs[1].len());
 }
 
+/// decoder_ort.onnx with an f16 cache: rows together decode as alone, the chunked
+/// prefill's row-by-row path included (its copies move f16 slots).
+#[test]
+fn f16_kv_cache_rows_decode_together_as_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("f16-kv");
+    let mut opts = ExportOptions::new(case_dir(CASE).join("checkpoint"), &dir);
+    opts.ort_kv_f16 = true;
+    export(&opts).unwrap_or_else(|e| panic!("f16 KV export: {e:#}"));
+    let all = ove_runtime::kv::MAX_DECODER_ROWS;
+    check(&dir, 8, (all, all));
+}
+
 #[test]
 fn rows_that_reach_the_context_bound_stop_alone() {
     let (_tmp, dir) = copy_bundle_of(CASE);

@@ -177,6 +177,45 @@ fn ort_matches_golden_on_own_preprocessing() {
     own_preprocessing(BackendChoice::Ort);
 }
 
+/// `ove export --kv-cache f16`: decoder_ort.onnx keeps its cache, and computes attention,
+/// in f16; logits only (the bar of f16 weights).
+#[test]
+fn ort_f16_kv_cache_logits_are_close() {
+    let tmp = tempfile::tempdir().unwrap();
+    every_case("Ort f16 KV cache pixels-from-case", &CASES, |case| {
+        let want = expected(case);
+        let dir = tmp.path().join(case);
+        let mut opts = ove_exporter::ExportOptions::new(case_dir(case).join("checkpoint"), &dir);
+        opts.ort_kv_f16 = true;
+        ove_exporter::export(&opts).unwrap_or_else(|e| panic!("{case}: export: {e:#}"));
+        let mut model = load_graph(&dir, BackendChoice::Ort, OrtDecoderGraph::Fused);
+        let described = model.describe_backend();
+        assert!(
+            described.contains("fused decoder, f16 KV cache"),
+            "{described}"
+        );
+        let c = Case::load(&case_dir(case)).unwrap();
+        let got = trace(
+            &mut model,
+            &c,
+            &TraceOptions {
+                pixels_from_case: true,
+            },
+        )
+        .unwrap_or_else(|e| panic!("{case}: {e:#}"));
+        let d = diff("logits", &got, &want);
+        let (g, w) = (ids("generated_ids", &got), ids("generated_ids", &want));
+        let agree = g.iter().zip(&w).filter(|(a, b)| a == b).count();
+        let figures = format!("logits {d:.2e}, generated_ids agree {agree}/{}", w.len());
+        let problems = if d > F16_LOGITS_TOL || d.is_nan() {
+            vec![format!("logits max|diff| {d:.3e} > {F16_LOGITS_TOL:e}")]
+        } else {
+            vec![]
+        };
+        (figures, problems)
+    });
+}
+
 #[test]
 fn ort_f16_bundle_logits_are_close() {
     every_case("Ort f16 pixels-from-case", &CASES, |case| {

@@ -53,6 +53,11 @@ pub struct Args {
     /// --target tensorrt.
     #[arg(long)]
     pub no_ort_decoder: bool,
+    /// Element type of decoder_ort.onnx's KV cache: f16 halves the cache's memory and
+    /// traffic (attention then computes in f16; its cost on the golden cases is printed by
+    /// `cargo test --workspace --test golden -- --nocapture`). decoder.onnx keeps f32.
+    #[arg(long, value_enum, default_value_t = KvCacheArg::F32, conflicts_with = "no_ort_decoder")]
+    pub kv_cache: KvCacheArg,
     /// With --reads lines: what reads each line crop: `decoder` (the model's own
     /// generation) or `ctc` (the CTC head on the vision encoder, no decoder step; needs
     /// --ctc-head).
@@ -113,6 +118,13 @@ pub enum LineReaderArg {
     Ctc,
 }
 
+/// `--kv-cache`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KvCacheArg {
+    F32,
+    F16,
+}
+
 /// `--reads`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ReadsArg {
@@ -165,6 +177,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
         ctc_head: args.ctc_head,
         ort_decoder: !args.no_ort_decoder,
+        ort_kv_f16: args.kv_cache == KvCacheArg::F16,
     };
     let report = export(&opts)?;
     let m = &report.manifest;

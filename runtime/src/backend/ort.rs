@@ -489,6 +489,8 @@ pub struct OrtBackend {
     max_decoder_rows: usize,
     /// Whether `decoder` is decoder_ort.onnx (its cache in place: [`super::ort_kv`]).
     fused: bool,
+    /// The element type of the fused graph's cache.
+    kv_elem: super::ort_kv::KvElem,
     /// The bundle's context bound (rows of the fused graph's rotary tables).
     max_context: usize,
 }
@@ -569,9 +571,16 @@ impl OrtBackend {
         } else {
             MAX_DECODER_ROWS
         };
+        let kv_elem = match bundle.decoder_ort().and_then(|g| g.input(&io::past_key(0))) {
+            Some(p) if p.elem_type == ove_core::onnx_proto::data_type::FLOAT16 => {
+                super::ort_kv::KvElem::F16
+            }
+            _ => super::ort_kv::KvElem::F32,
+        };
         Ok(Self {
             max_decoder_rows,
             fused,
+            kv_elem,
             max_context: m.max_context,
             dims,
             library: library.to_path_buf(),
@@ -614,9 +623,14 @@ impl Backend for OrtBackend {
 
     fn describe(&self) -> String {
         format!(
-            "ONNX Runtime ({}, {} decoder, {} threads) from {}",
+            "ONNX Runtime ({}, {} decoder{}, {} threads) from {}",
             describe_providers(&self.vision_providers, &self.decoder_providers),
             if self.fused { "fused" } else { "portable" },
+            if self.fused && self.kv_elem == super::ort_kv::KvElem::F16 {
+                ", f16 KV cache"
+            } else {
+                ""
+            },
             self.threads
                 .map(|n| n.to_string())
                 .unwrap_or_else(|| "default".into()),
@@ -693,6 +707,7 @@ impl Backend for OrtBackend {
             let result = super::ort_kv::step(
                 &mut self.decoder,
                 &self.dims,
+                self.kv_elem,
                 &self.present,
                 &self.past,
                 self.max_context,

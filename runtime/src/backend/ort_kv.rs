@@ -19,7 +19,7 @@ use std::borrow::Cow;
 use anyhow::{bail, Result};
 use ort::memory::Allocator;
 use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session, SessionInputValue};
-use ort::value::{Tensor, TensorRefMut};
+use ort::value::{DynTensor, TensorElementType, TensorRefMut};
 use ove_core::graph_io as io;
 
 use super::ort::{ort_err, take, values_f32, view};
@@ -29,16 +29,39 @@ use crate::kv::KvShape;
 /// Smallest capacity allocated (slots per row): short generations never grow.
 const MIN_CAPACITY: usize = 256;
 
+/// The element type of a fused graph's cache (`ove export --kv-cache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KvElem {
+    F32,
+    F16,
+}
+
+impl KvElem {
+    fn size(self) -> usize {
+        match self {
+            KvElem::F32 => 4,
+            KvElem::F16 => 2,
+        }
+    }
+    fn ort(self) -> TensorElementType {
+        match self {
+            KvElem::F32 => TensorElementType::Float32,
+            KvElem::F16 => TensorElementType::Float16,
+        }
+    }
+}
+
 /// The cache buffers of one [`crate::kv::KvCache`] and the run options that make ONNX
 /// Runtime write the presents into them.
 pub(crate) struct InPlaceKv {
     rows: usize,
     capacity: usize,
     shape: KvShape,
+    elem: KvElem,
     /// Per cache tensor (key 0, value 0, key 1, ...), the start of its `[rows, kvh,
-    /// capacity, hd]` f32 buffer. The memory belongs to the tensors `options` holds as
-    /// preallocated outputs, which live exactly as long as this struct.
-    buffers: Vec<*mut f32>,
+    /// capacity, hd]` buffer of `elem`s. The memory belongs to the tensors `options` holds
+    /// as preallocated outputs, which live exactly as long as this struct.
+    buffers: Vec<*mut u8>,
     options: RunOptions<HasSelectedOutputs>,
     /// The one-row cache a row-by-row step goes through (made on first use).
     scratch: Option<Box<InPlaceKv>>,
@@ -50,22 +73,27 @@ unsafe impl Send for InPlaceKv {}
 impl InPlaceKv {
     /// Zeroed buffers of `capacity` slots for `rows` rows; `present` names the graph's
     /// present outputs in cache order.
-    fn new(shape: KvShape, rows: usize, capacity: usize, present: &[String]) -> Result<Self> {
+    fn new(
+        shape: KvShape,
+        elem: KvElem,
+        rows: usize,
+        capacity: usize,
+        present: &[String],
+    ) -> Result<Self> {
         let dims = [rows, shape.kv_heads, capacity, shape.head_dim];
-        let len: usize = dims.iter().product();
+        let bytes = dims.iter().product::<usize>() * elem.size();
         let mut selector = OutputSelector::default();
         let mut buffers = Vec::with_capacity(present.len());
         for name in present {
-            let mut t = ort_err(Tensor::<f32>::new(&Allocator::default(), dims))?;
-            let (_, data) = ort_err(t.try_extract_tensor_mut::<f32>())?;
-            if data.len() != len {
-                bail!(
-                    "ONNX Runtime allocated {} values for {name}, expected {len}",
-                    data.len()
-                );
+            let mut t = ort_err(DynTensor::new(&Allocator::default(), elem.ort(), dims))?;
+            let ptr = t.data_ptr_mut().cast::<u8>();
+            if ptr.is_null() {
+                bail!("ONNX Runtime allocated no memory for {name}");
             }
-            data.fill(0.0);
-            buffers.push(data.as_mut_ptr());
+            // SAFETY: a fresh tensor of `dims` elements of `elem` (0.0 is all-zero bytes in
+            // f32 and f16 alike).
+            unsafe { std::ptr::write_bytes(ptr, 0, bytes) };
+            buffers.push(ptr);
             selector = selector.preallocate(name.as_str(), t);
         }
         let options = ort_err(RunOptions::new())?.with_outputs(selector);
@@ -73,20 +101,22 @@ impl InPlaceKv {
             rows,
             capacity,
             shape,
+            elem,
             buffers,
             options,
             scratch: None,
         })
     }
 
-    fn tensor_len(&self) -> usize {
-        self.rows * self.shape.kv_heads * self.capacity * self.shape.head_dim
+    /// Bytes of one cache tensor.
+    fn tensor_bytes(&self) -> usize {
+        self.rows * self.shape.kv_heads * self.capacity * self.shape.head_dim * self.elem.size()
     }
 
-    /// Cache tensor `i` as a slice.
-    fn buffer(&mut self, i: usize) -> &mut [f32] {
-        let len = self.tensor_len();
-        // SAFETY: `buffers[i]` starts a live allocation of `len` f32 (see the field), and
+    /// Cache tensor `i` as bytes.
+    fn buffer(&mut self, i: usize) -> &mut [u8] {
+        let len = self.tensor_bytes();
+        // SAFETY: `buffers[i]` starts a live allocation of `len` bytes (see the field), and
         // `&mut self` makes this the only reference to it.
         unsafe { std::slice::from_raw_parts_mut(self.buffers[i], len) }
     }
@@ -94,9 +124,10 @@ impl InPlaceKv {
     /// Copies the first `slots` slots of row `from_row` of `src` into row `to_row` of
     /// `self`, every cache tensor.
     fn copy_row_from(&mut self, to_row: usize, src: &mut InPlaceKv, from_row: usize, slots: usize) {
-        let (kvh, hd) = (self.shape.kv_heads, self.shape.head_dim);
+        // `hd` in bytes: slots are copied as bytes.
+        let (kvh, hd) = (self.shape.kv_heads, self.shape.head_dim * self.elem.size());
         let (dst_cap, src_cap) = (self.capacity, src.capacity);
-        let src_len = src.tensor_len();
+        let src_len = src.tensor_bytes();
         for i in 0..self.buffers.len() {
             // SAFETY: as in `buffer`; `src` and `self` are distinct caches (`&mut` both), so
             // their allocations are distinct.
@@ -130,6 +161,7 @@ fn capacity_for(needed: usize, max_context: usize) -> usize {
 pub(super) fn step(
     session: &mut Session,
     dims: &Dims,
+    elem: KvElem,
     present: &[String],
     past: &[String],
     max_context: usize,
@@ -146,6 +178,7 @@ pub(super) fn step(
     if grow {
         let mut fresh = Box::new(InPlaceKv::new(
             dims.kv,
+            elem,
             rows,
             capacity_for(needed, max_context),
             present,
@@ -194,17 +227,31 @@ fn run(
         view(vec![x.logits_index.len()], x.logits_index)?,
     ));
     let cache_dims = vec![rows, dims.kv.kv_heads, kv.capacity, dims.kv.head_dim];
-    let len = kv.tensor_len();
+    let len = cache_dims.iter().product::<usize>();
     for (name, &ptr) in past.iter().zip(&kv.buffers) {
-        // SAFETY: as in `InPlaceKv::buffer`; the view lives for this call only, during which
-        // ONNX Runtime alone touches the buffer (reading the past, writing the new slots
-        // through the preallocated present output, the same memory).
-        let data = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
-        let t = ort_err(TensorRefMut::from_array_view_mut((
-            cache_dims.clone(),
-            data,
-        )))?;
-        inputs.push((Cow::Borrowed(name.as_str()), t.into()));
+        // SAFETY: as in `InPlaceKv::buffer` (`len` elements of `kv.elem`, aligned by ONNX
+        // Runtime's allocator); the view lives for this call only, during which ONNX
+        // Runtime alone touches the buffer (reading the past, writing the new slots through
+        // the preallocated present output, the same memory).
+        let value: SessionInputValue<'_> = match kv.elem {
+            KvElem::F32 => {
+                let data = unsafe { std::slice::from_raw_parts_mut(ptr.cast::<f32>(), len) };
+                ort_err(TensorRefMut::from_array_view_mut((
+                    cache_dims.clone(),
+                    data,
+                )))?
+                .into()
+            }
+            KvElem::F16 => {
+                let data = unsafe { std::slice::from_raw_parts_mut(ptr.cast::<half::f16>(), len) };
+                ort_err(TensorRefMut::from_array_view_mut((
+                    cache_dims.clone(),
+                    data,
+                )))?
+                .into()
+            }
+        };
+        inputs.push((Cow::Borrowed(name.as_str()), value));
     }
     let mut out = ort_err(session.run_with_options(inputs, &kv.options))
         .map_err(|e| e.context("ONNX Runtime failed running decoder_ort.onnx"))?;
@@ -235,7 +282,13 @@ fn row_by_row(
         .as_ref()
         .is_none_or(|c| c.capacity != kv.capacity)
     {
-        kv.scratch = Some(Box::new(InPlaceKv::new(dims.kv, 1, kv.capacity, present)?));
+        kv.scratch = Some(Box::new(InPlaceKv::new(
+            dims.kv,
+            kv.elem,
+            1,
+            kv.capacity,
+            present,
+        )?));
     }
     let mut scratch = kv.scratch.take().expect("made above");
     let mut logits = vec![0.0f32; x.logits_index.len() * v];

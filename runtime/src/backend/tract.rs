@@ -93,28 +93,13 @@ impl Graph {
                 tracing::warn!("{}: not cached ({e:#})", path.display());
             }
         }
-        let mut typed = typed;
-        typed
-            .optimize()
-            .map_err(|e| anyhow!("{e:?}"))
-            .with_context(|| fail("optimize"))?;
-        let optimized = t0.elapsed();
-        let options = RunOptions {
-            executor: (threads > 1)
-                .then(|| tract_linalg::multithread::Executor::multithread(threads)),
-            ..Default::default()
-        };
-        let plan = typed
-            .into_runnable_with_options(&options)
-            .map_err(|e| anyhow!("{e:?}"))
-            .with_context(|| fail("plan"))?;
+        let plan = optimize_and_plan(typed, threads).with_context(|| fail("optimize"))?;
         let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e3).round();
         tracing::info!(
             graph = %path.display(),
             parse_ms = ms(parsed),
             type_declutter_ms = ms(decluttered - parsed),
-            optimize_ms = ms(optimized - decluttered),
-            plan_ms = ms(t0.elapsed() - optimized),
+            optimize_plan_ms = ms(t0.elapsed() - decluttered),
             "tract loaded a graph"
         );
         Ok(Self {
@@ -129,7 +114,7 @@ impl Graph {
     /// of it.
     fn from_cache(info: &GraphInfo, threads: usize, c: &std::path::Path) -> Result<Self> {
         let t0 = std::time::Instant::now();
-        let mut typed = super::tract_cache::read(c)?;
+        let typed = super::tract_cache::read(c)?;
         let read = t0.elapsed();
         let (ins, outs) = (typed.input_outlets()?.len(), typed.output_outlets()?.len());
         if ins != info.inputs.len() || outs != info.outputs.len() {
@@ -139,15 +124,7 @@ impl Graph {
                 info.outputs.len()
             );
         }
-        typed.optimize().map_err(|e| anyhow!("{e:?}"))?;
-        let options = RunOptions {
-            executor: (threads > 1)
-                .then(|| tract_linalg::multithread::Executor::multithread(threads)),
-            ..Default::default()
-        };
-        let plan = typed
-            .into_runnable_with_options(&options)
-            .map_err(|e| anyhow!("{e:?}"))?;
+        let plan = optimize_and_plan(typed, threads)?;
         tracing::info!(
             graph = %info.path.display(),
             cache = %c.display(),
@@ -175,6 +152,18 @@ impl Graph {
             .position(|n| n == name)
             .ok_or_else(|| anyhow!("graph has no output {name:?}"))
     }
+}
+
+/// Codegen for this machine and the runnable plan, matmuls on `threads` threads.
+fn optimize_and_plan(mut typed: TypedModel, threads: usize) -> Result<Plan> {
+    typed.optimize().map_err(|e| anyhow!("{e:?}"))?;
+    let options = RunOptions {
+        executor: (threads > 1).then(|| tract_linalg::multithread::Executor::multithread(threads)),
+        ..Default::default()
+    };
+    typed
+        .into_runnable_with_options(&options)
+        .map_err(|e| anyhow!("{e:?}"))
 }
 
 fn input_names(model: &InferenceModel) -> Result<Vec<String>> {
