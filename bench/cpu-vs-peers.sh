@@ -38,6 +38,8 @@
 #      genai            bench/cpu_peers/genai_bench.py: append_tokens(P), then D steps
 # 6. prints one markdown table (medians over the rounds): bytes per token, prefill and
 #    decode tokens/s, decode GB/s and its fraction of the probe's read bandwidth, peak RSS,
+#    load time (ove: as `ove bench` reports it; tract reads its cached decoder from
+#    ~/.cache/ove/tract after the first round, OVE_TRACT_CACHE=off measures cold loads),
 #    export time and export peak RSS. Raw figures: WORK/raw.jsonl and WORK/exports.jsonl.
 #
 # Bytes per token (bench/cpu_peers/weights_read.py): the decoder's weight bytes read per
