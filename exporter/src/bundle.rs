@@ -284,16 +284,13 @@ fn write_bundle(
                 |cx| crate::decoder::build(cx, cfg, DecoderOps::Portable, max_context),
             )?;
             if opts.ort_decoder && q.target == Int4Target::Ort {
-                // Reuses decoder.onnx's quantized weights as they are (nothing is quantized
-                // twice); its records would repeat decoder_linear's.
-                let again = Int4Linear::new(q, |name: &str| {
-                    name.starts_with("model.layers.") || (q.lm_head && name == head)
-                });
+                // The same emitter: every quantized weight is decoder.onnx's, reused as it
+                // is (nothing is read, quantized or recorded twice).
                 build_ort_decoder(
                     dir,
                     dop,
                     &weights,
-                    &again,
+                    &decoder_linear,
                     decoder,
                     cfg,
                     max_context,
@@ -549,7 +546,7 @@ fn build_graph(
     let data = DataFile::create(dir, &format!("{file}.data"))?;
     let name = file.trim_end_matches(".onnx");
     let mut g = GraphBuilder::new(name, data);
-    g.share_external(shared);
+    g.share_initializers(shared);
     g.set_opset(opset);
     let mut cx = Ctx {
         g,

@@ -72,8 +72,8 @@ pub struct GraphBuilder {
     extra_opsets: Vec<(String, i64)>,
     /// Default-domain opset ([`OPSET`] unless [`GraphBuilder::set_opset`] raised it).
     opset: i64,
-    /// External initializers of another graph of the bundle, by name, reused instead of
-    /// written again ([`GraphBuilder::share_external`]).
+    /// Initializers of another graph of the bundle, by name, reused instead of written
+    /// again ([`GraphBuilder::share_initializers`]).
     shared: HashMap<String, TensorProto>,
 }
 
@@ -95,24 +95,23 @@ impl GraphBuilder {
         }
     }
 
-    /// Makes initializers of these names point at the bytes another graph already wrote
-    /// (its external data file), so two graphs over the same weights store them once. The
-    /// caller passes initializers built from the same tensors by the same code; a name
-    /// whose type, shape or length differs is written anew.
-    pub fn share_external(&mut self, from: impl IntoIterator<Item = TensorProto>) {
-        self.shared.extend(
-            from.into_iter()
-                .filter(|t| t.data_location == Some(data_location::EXTERNAL))
-                .filter_map(|t| Some((t.name.clone()?, t))),
-        );
+    /// Takes the initializers another graph of the bundle wrote, built from the same
+    /// tensors by the same code, so two graphs over the same weights store them once: an
+    /// external one added again by [`Self::initializer`] points at the bytes already in the
+    /// other graph's data file (a name whose type, shape or length differs is written
+    /// anew), and [`Self::reuse_shared`] takes any of them, inline ones included, without
+    /// its bytes being computed again.
+    pub fn share_initializers(&mut self, from: impl IntoIterator<Item = TensorProto>) {
+        self.shared
+            .extend(from.into_iter().filter_map(|t| Some((t.name.clone()?, t))));
     }
 
-    /// Whether another graph shared an initializer called `name` ([`Self::share_external`]).
+    /// Whether another graph shared an initializer called `name` ([`Self::share_initializers`]).
     pub fn has_shared(&self, name: &str) -> bool {
         self.shared.contains_key(name)
     }
 
-    /// Reuses the shared initializer `name` (see [`Self::share_external`]) without its
+    /// Reuses the shared initializer `name` (see [`Self::share_initializers`]) without its
     /// bytes being computed again; false when no graph shared one of that name. For weights
     /// that are expensive to produce (quantized matrices): the caller knows the same code
     /// made the shared one from the same tensor.

@@ -203,17 +203,26 @@ fn ort_f16_kv_cache_logits_are_close() {
             },
         )
         .unwrap_or_else(|e| panic!("{case}: {e:#}"));
-        let d = diff("logits", &got, &want);
-        let (g, w) = (ids("generated_ids", &got), ids("generated_ids", &want));
-        let agree = g.iter().zip(&w).filter(|(a, b)| a == b).count();
-        let figures = format!("logits {d:.2e}, generated_ids agree {agree}/{}", w.len());
-        let problems = if d > F16_LOGITS_TOL || d.is_nan() {
-            vec![format!("logits max|diff| {d:.3e} > {F16_LOGITS_TOL:e}")]
-        } else {
-            vec![]
-        };
-        (figures, problems)
+        f16_logits_check(&got, &want)
     });
+}
+
+/// The figures and problems of an f16 run (weights or cache): logits within
+/// [`F16_LOGITS_TOL`], and how many greedy tokens agree (reported, not required).
+fn f16_logits_check(
+    got: &BTreeMap<String, Tensor>,
+    want: &BTreeMap<String, Tensor>,
+) -> (String, Vec<String>) {
+    let d = diff("logits", got, want);
+    let (g, w) = (ids("generated_ids", got), ids("generated_ids", want));
+    let agree = g.iter().zip(&w).filter(|(a, b)| a == b).count();
+    let figures = format!("logits {d:.2e}, generated_ids agree {agree}/{}", w.len());
+    let problems = if d > F16_LOGITS_TOL || d.is_nan() {
+        vec![format!("logits max|diff| {d:.3e} > {F16_LOGITS_TOL:e}")]
+    } else {
+        vec![]
+    };
+    (figures, problems)
 }
 
 #[test]
@@ -221,15 +230,6 @@ fn ort_f16_bundle_logits_are_close() {
     every_case("Ort f16 pixels-from-case", &CASES, |case| {
         let want = expected(case);
         let got = run_trace(case, Dtype::F16, BackendChoice::Ort, true);
-        let d = diff("logits", &got, &want);
-        let (g, w) = (ids("generated_ids", &got), ids("generated_ids", &want));
-        let agree = g.iter().zip(&w).filter(|(a, b)| a == b).count();
-        let figures = format!("logits {d:.2e}, generated_ids agree {agree}/{}", w.len());
-        let problems = if d > F16_LOGITS_TOL || d.is_nan() {
-            vec![format!("logits max|diff| {d:.3e} > {F16_LOGITS_TOL:e}")]
-        } else {
-            vec![]
-        };
-        (figures, problems)
+        f16_logits_check(&got, &want)
     });
 }

@@ -702,7 +702,10 @@ impl Backend for OrtBackend {
             let mut kv = match std::mem::replace(&mut cache.store, KvStore::Empty) {
                 KvStore::Empty => None,
                 KvStore::OrtInPlace(kv) => Some(kv),
-                _ => bail!("this KV cache was made by another backend or decoder graph"),
+                other => {
+                    cache.store = other;
+                    bail!("this KV cache was made by another backend or decoder graph")
+                }
             };
             let result = super::ort_kv::step(
                 &mut self.decoder,

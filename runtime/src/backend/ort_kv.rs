@@ -123,14 +123,14 @@ impl InPlaceKv {
 
     /// Copies the first `slots` slots of row `from_row` of `src` into row `to_row` of
     /// `self`, every cache tensor.
-    fn copy_row_from(&mut self, to_row: usize, src: &mut InPlaceKv, from_row: usize, slots: usize) {
+    fn copy_row_from(&mut self, to_row: usize, src: &InPlaceKv, from_row: usize, slots: usize) {
         // `hd` in bytes: slots are copied as bytes.
         let (kvh, hd) = (self.shape.kv_heads, self.shape.head_dim * self.elem.size());
         let (dst_cap, src_cap) = (self.capacity, src.capacity);
         let src_len = src.tensor_bytes();
         for i in 0..self.buffers.len() {
-            // SAFETY: as in `buffer`; `src` and `self` are distinct caches (`&mut` both), so
-            // their allocations are distinct.
+            // SAFETY: as in `buffer`; `src` and `self` are distinct caches (`self` is
+            // borrowed mutably), so their allocations are distinct and `src` is only read.
             let s = unsafe { std::slice::from_raw_parts(src.buffers[i], src_len) };
             let d = self.buffer(i);
             for h in 0..kvh {
@@ -316,7 +316,7 @@ fn row_by_row(
                 logits_index: &index,
             };
             let out = run(session, dims, past, &mut scratch, &one)?;
-            kv.copy_row_from(r, &mut scratch, 0, t);
+            kv.copy_row_from(r, &scratch, 0, t);
             for (n, &(j, _)) in mine.iter().enumerate() {
                 logits[j * v..(j + 1) * v].copy_from_slice(&out[n * v..(n + 1) * v]);
             }
