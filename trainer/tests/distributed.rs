@@ -2,7 +2,7 @@
 //! the losses and weights of one process on the same global batch (plain DP and ZeRO-1);
 //! a rank killed with SIGKILL makes its peer exit with an error within a minute and
 //! leaves the last checkpoint whole; resuming from it gives the uninterrupted run (and one
-//! process can resume it too).
+//! process can resume it too); PyTorch's own `torchrun` launches the same group.
 
 mod common;
 
@@ -217,6 +217,74 @@ fn two_ranks_match_one_process_with_and_without_zero1() {
 #[test]
 fn two_ranks_with_several_micro_batches_each_match_one_process() {
     one_against_two(4, 1e-4);
+}
+
+/// PyTorch's launcher: `$OVE_TORCHRUN`, or the project's `.venv/bin/torchrun`, which
+/// `scripts/setup-torchrun` makes work (scripts/test runs it).
+fn torchrun() -> PathBuf {
+    let path = std::env::var_os("OVE_TORCHRUN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/torchrun"));
+    let works = Command::new(&path)
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        works,
+        "{} does not run: scripts/setup-torchrun installs what `import torch` needs \
+         (or point OVE_TORCHRUN at a torchrun)",
+        path.display()
+    );
+    path
+}
+
+/// `torchrun --nproc-per-node 2 --no-python ove-train train ...`, as trainer/README.md
+/// shows it: torchrun's agent hosts the store (`TORCHELASTIC_USE_AGENT_STORE`), both ranks
+/// join it, and the run is the run one process makes on the same global batch.
+#[test]
+fn torchrun_launches_two_ranks_that_match_one_process() {
+    let launcher = torchrun();
+    let dir = tempfile::tempdir().unwrap();
+    let (data, stage) = write_inputs_with(dir.path(), 2);
+    let steps = 4;
+    let single = dir.path().join("single");
+    ove_train(&train_args(&data, &stage, &single, steps));
+
+    let out = dir.path().join("torchrun");
+    let port = free_port().to_string();
+    let result = Command::new(&launcher)
+        .args([
+            "--nproc-per-node",
+            "2",
+            "--master-addr",
+            "127.0.0.1",
+            "--master-port",
+            &port,
+            "--no-python",
+            env!("CARGO_BIN_EXE_ove-train"),
+        ])
+        .args(train_args(&data, &stage, &out, steps))
+        .env("OMP_NUM_THREADS", "1")
+        .env("GLOO_SOCKET_IFNAME", "lo")
+        .output()
+        .expect("running torchrun");
+    let log = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert!(result.status.success(), "torchrun failed:\n{log}");
+    assert_same_run(&single, &out, 1e-6, 1e-6);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("distributed.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["world_size"], 2, "{report}");
+    assert_eq!(
+        report["agent_store"], true,
+        "under torchrun the agent hosts the store: {report}"
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -578,6 +578,9 @@ fn report_distributed(cfg: &TrainRun, dist: &Dist, opt: &Held) -> Result<()> {
         let path = cfg.out.join("distributed.json");
         let text = serde_json::to_string_pretty(&serde_json::json!({
             "world_size": dist.world(),
+            // Who hosted the store: a launcher's agent (torchrun, --nproc-per-node) or rank 0.
+            "agent_store": dist.env.agent_store,
+            "restart": dist.env.restart,
             "zero1": cfg.zero1,
             "optimizer_memory": memory,
         }))?;
