@@ -2,7 +2,8 @@
 // optimizer: one fused AdamW kernel over a list of parameters instead of ~8 elementwise
 // kernels each, and one foreach copy of f32 masters into bf16 parameters.
 //
-// Tensors cross as arrays of `at::Tensor*` (tch's `C_tensor`).
+// Tensors cross as arrays of `at::Tensor*` (tch's `C_tensor`). Also the varlen flash
+// attention kernel (`_flash_attention_forward` with cu_seqlens), which tch does not bind.
 
 #include <ATen/ATen.h>
 
@@ -56,6 +57,22 @@ int ove_foreach_copy(at::Tensor** dst, at::Tensor** src, size_t n, char** err) {
   auto d = list(dst, n);
   auto s = list(src, n);
   at::_foreach_copy_(d, s);
+  return 0;
+  OVE_CATCH(err, -1)
+}
+
+// Causal flash attention over samples laid end to end: q `[T, H, D]`, k and v
+// `[T, Hkv, D]` (Hkv divides H), `cu_seqlens` int32 `[samples + 1]`. Goes through the
+// dispatcher, so autograd records it (its backward is `_flash_attention_backward`). CUDA
+// with bf16/f16 only: elsewhere ATen's error comes back. `*out` is a new tensor for tch.
+int ove_flash_attention_varlen(at::Tensor* q, at::Tensor* k, at::Tensor* v,
+                               at::Tensor* cu_seqlens, int64_t max_len, at::Tensor** out,
+                               char** err) {
+  OVE_TRY
+  auto res = at::_flash_attention_forward(*q, *k, *v, *cu_seqlens, *cu_seqlens, max_len, max_len,
+                                          /*dropout_p=*/0.0, /*is_causal=*/true,
+                                          /*return_debug_mask=*/false);
+  *out = new at::Tensor(std::get<0>(res));
   return 0;
   OVE_CATCH(err, -1)
 }

@@ -5,13 +5,41 @@
 //! Attention is causal; a packed sequence additionally cuts it at sample boundaries.
 //! An optional [`KvCache`] makes step-by-step generation cheap.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, ensure, Result};
 use tch::nn::{self, Init, Module};
 use tch::{Device, Kind, Tensor};
 
 use ove_core::config::TextConfig;
 
 use crate::layers::{activation, apply_rotary, Linear, RmsNorm, INIT_STD};
+
+/// How a packed row's block-diagonal causal attention is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum PackedAttention {
+    /// Varlen flash attention on CUDA in bf16/f16, a mask elsewhere.
+    #[default]
+    Auto,
+    /// A boolean `[B, 1, T, T]` mask through scaled_dot_product_attention (any device).
+    Mask,
+    /// `aten::_flash_attention_forward` over the samples (`cu_seqlens`, `[T, H, D]`,
+    /// grouped-query heads as they are): no mask, no attention across samples is computed
+    /// at all. CUDA and bf16/f16 only; an error elsewhere.
+    Flash,
+}
+
+/// How the decoder runs a training step: the same result, other speed and memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DecoderExec {
+    pub packed_attention: PackedAttention,
+    /// Activation checkpointing: the forward keeps only each layer's input, and the
+    /// backward runs each layer again with autograd ([`Qwen3::forward_checkpointed`]).
+    /// One layer's activations live at a time, for about a third more compute.
+    pub checkpoint_layers: bool,
+    /// The LM head and cross-entropy over at most this many target rows at a time, each
+    /// chunk's backward run at once ([`crate::train::loss::head_loss_backward`]); `None`
+    /// sizes chunks to about 1 GiB of f32 logits.
+    pub loss_chunk_rows: Option<i64>,
+}
 
 /// Which positions a token may attend to (always only earlier or equal positions).
 #[derive(Debug)]
@@ -29,27 +57,63 @@ struct MaskSpec {
     mask: Option<Tensor>,
     /// Let SDPA apply the (top-left aligned) causal mask itself; only when T == S.
     is_causal: bool,
+    /// Packed rows as varlen flash attention takes them, instead of a mask.
+    varlen: Option<Varlen>,
+}
+
+/// The samples of packed rows, laid end to end over all rows: `cu_seqlens` (int32,
+/// `[samples + 1]`, starting at 0) and the longest sample.
+#[derive(Debug)]
+pub struct Varlen {
+    pub cu_seqlens: Tensor,
+    pub max_len: i64,
+}
+
+impl Varlen {
+    /// From `[B, T]` sample ids (a sample is a run of equal ids within a row; rows never
+    /// share a sample).
+    pub fn from_sample_ids(ids: &Tensor) -> Result<Self> {
+        let (b, t) = ids.size2()?;
+        ensure!(b > 0 && t > 0, "packed sample ids of shape [{b}, {t}]");
+        let device = ids.device();
+        let change = ids.narrow(1, 1, t - 1).ne_tensor(&ids.narrow(1, 0, t - 1));
+        let first = Tensor::ones([b, 1], (Kind::Bool, device));
+        let starts = Tensor::cat(&[first, change], 1).reshape([-1]).nonzero();
+        let end = Tensor::from_slice(&[b * t]).to_device(device);
+        let cu = Tensor::cat(&[starts.reshape([-1]), end], 0);
+        let lens = cu.narrow(0, 1, cu.size()[0] - 1) - cu.narrow(0, 0, cu.size()[0] - 1);
+        Ok(Self {
+            max_len: lens.max().int64_value(&[]),
+            cu_seqlens: cu.to_kind(Kind::Int),
+        })
+    }
 }
 
 impl AttentionMask {
-    fn spec(&self, t: i64, past: i64, device: Device) -> Result<MaskSpec> {
+    fn spec(
+        &self,
+        t: i64,
+        past: i64,
+        embeds: &Tensor,
+        packed: PackedAttention,
+    ) -> Result<MaskSpec> {
+        let device = embeds.device();
+        let plain = |mask: Option<Tensor>, is_causal: bool| MaskSpec {
+            mask,
+            is_causal,
+            varlen: None,
+        };
         match self {
-            AttentionMask::Causal if t == 1 => Ok(MaskSpec {
-                mask: None,
-                is_causal: false,
-            }),
-            AttentionMask::Causal if past == 0 => Ok(MaskSpec {
-                mask: None,
-                is_causal: true,
-            }),
+            AttentionMask::Causal if t == 1 => Ok(plain(None, false)),
+            AttentionMask::Causal if past == 0 => Ok(plain(None, true)),
             AttentionMask::Causal => {
                 // Query i sits at absolute position past + i and sees keys 0..=past + i.
                 let q = Tensor::arange(t, (Kind::Int64, device)).unsqueeze(1) + past;
                 let k = Tensor::arange(past + t, (Kind::Int64, device)).unsqueeze(0);
-                Ok(MaskSpec {
-                    mask: Some(k.le_tensor(&q).view([1, 1, t, past + t])),
-                    is_causal: false,
-                })
+                Ok(plain(
+                    Some(k.le_tensor(&q).view([1, 1, t, past + t])),
+                    false,
+                ))
             }
             AttentionMask::Packed(ids) => {
                 if past != 0 {
@@ -60,12 +124,34 @@ impl AttentionMask {
                     bail!("packed sample ids have length {len}, the sequence has {t}");
                 }
                 let ids = ids.to_device(device);
+                let flash_capable =
+                    device.is_cuda() && matches!(embeds.kind(), Kind::BFloat16 | Kind::Half);
+                let flash = match packed {
+                    PackedAttention::Auto => flash_capable,
+                    PackedAttention::Mask => false,
+                    PackedAttention::Flash => {
+                        ensure!(
+                            flash_capable,
+                            "varlen flash attention needs CUDA and bf16/f16, not {device:?} \
+                             and {:?} (use the mask)",
+                            embeds.kind()
+                        );
+                        true
+                    }
+                };
+                if flash {
+                    return Ok(MaskSpec {
+                        mask: None,
+                        is_causal: true,
+                        varlen: Some(Varlen::from_sample_ids(&ids)?),
+                    });
+                }
                 let same = ids.unsqueeze(2).eq_tensor(&ids.unsqueeze(1));
                 let causal = Tensor::ones([t, t], (Kind::Bool, device)).tril(0);
-                Ok(MaskSpec {
-                    mask: Some(same.logical_and(&causal).view([b, 1, t, t])),
-                    is_causal: false,
-                })
+                Ok(plain(
+                    Some(same.logical_and(&causal).view([b, 1, t, t])),
+                    false,
+                ))
             }
         }
     }
@@ -91,6 +177,43 @@ impl KvCache {
             Some(Some((k, _))) => k.size()[2],
             _ => 0,
         }
+    }
+}
+
+/// What [`Qwen3::forward_checkpointed`] keeps for the backward: each layer's input (no
+/// graph), the leaf the hidden states hang off, and the rotary tables and mask.
+pub struct Checkpointed {
+    inputs: Vec<Tensor>,
+    last: Tensor,
+    cos: Tensor,
+    sin: Tensor,
+    spec: MaskSpec,
+}
+
+impl Checkpointed {
+    /// After the hidden states' backward (which left a gradient on the last layer's
+    /// output): each layer, last first, runs again with autograd from its kept input and
+    /// backpropagates the gradient of its output, which accumulates into its parameters
+    /// and gives the gradient of its input; the first layer's goes into `embeds`' graph
+    /// (the embedding table, the vision tower). The same gradients as one backward through
+    /// the whole graph: each layer computes exactly what it computed in the forward.
+    pub fn backward(self, decoder: &Qwen3, embeds: &Tensor) -> Result<()> {
+        let mut grad = self.last.grad();
+        ensure!(
+            grad.defined(),
+            "checkpointed backward: the hidden states' backward did not reach the layers"
+        );
+        for (layer, input) in decoder.layers.iter().zip(&self.inputs).rev() {
+            let x = input.detach().set_requires_grad(true);
+            let y = layer.forward(&x, &self.cos, &self.sin, &self.spec, None)?;
+            // d/dy of sum(y * g) is g, exactly: a backward that starts from g.
+            (y * &grad).sum(Kind::Float).f_backward()?;
+            grad = x.grad();
+        }
+        if embeds.requires_grad() {
+            (embeds * &grad).sum(Kind::Float).f_backward()?;
+        }
+        Ok(())
     }
 }
 
@@ -154,10 +277,8 @@ impl Attention {
         sin: &Tensor,
         mask: &MaskSpec,
         cache: Option<&mut Option<(Tensor, Tensor)>>,
-    ) -> Tensor {
-        let (b, t, _) = x
-            .size3()
-            .expect("decoder attention input must be [B, T, H]");
+    ) -> Result<Tensor> {
+        let (b, t, _) = x.size3()?;
         let hd = self.head_dim;
         // Project, split into heads, RMSNorm q and k over head_dim, then RoPE.
         let q = self
@@ -181,6 +302,20 @@ impl Attention {
             }
             *slot = Some((k.shallow_clone(), v.shallow_clone()));
         }
+        if let Some(varlen) = &mask.varlen {
+            // [B, H, T, D] -> [B * T, H, D]: the samples end to end; flash attention reads
+            // grouped-query heads as they are.
+            let flat = |x: &Tensor, h: i64| x.transpose(1, 2).reshape([b * t, h, hd]);
+            let out = crate::train::fused::flash_attention_varlen(
+                &flat(&q, self.num_heads),
+                &flat(&k, self.num_kv_heads),
+                &flat(&v, self.num_kv_heads),
+                varlen,
+            )?;
+            return Ok(self
+                .o_proj
+                .forward(&out.reshape([b, t, self.num_heads * hd])));
+        }
         // Grouped-query attention: query head i reads kv head i / groups.
         let k = repeat_kv(&k, self.num_heads / self.num_kv_heads);
         let v = repeat_kv(&v, self.num_heads / self.num_kv_heads);
@@ -195,7 +330,7 @@ impl Attention {
             false,
         );
         let out = out.transpose(1, 2).reshape([b, t, self.num_heads * hd]);
-        self.o_proj.forward(&out)
+        Ok(self.o_proj.forward(&out))
     }
 }
 
@@ -272,11 +407,12 @@ impl DecoderLayer {
         sin: &Tensor,
         mask: &MaskSpec,
         cache: Option<&mut Option<(Tensor, Tensor)>>,
-    ) -> Tensor {
-        let x = x + self
-            .self_attn
-            .forward(&self.input_layernorm.forward(x), cos, sin, mask, cache);
-        &x + self.mlp.forward(&self.post_attention_layernorm.forward(&x))
+    ) -> Result<Tensor> {
+        let x =
+            x + self
+                .self_attn
+                .forward(&self.input_layernorm.forward(x), cos, sin, mask, cache)?;
+        Ok(&x + self.mlp.forward(&self.post_attention_layernorm.forward(&x)))
     }
 }
 
@@ -291,6 +427,8 @@ pub struct Qwen3 {
     pub lm_head: Tensor,
     pub rope: Rope,
     pub config: TextConfig,
+    /// How a training step runs (speed and memory only; the same result).
+    pub exec: DecoderExec,
 }
 
 impl Qwen3 {
@@ -317,6 +455,7 @@ impl Qwen3 {
             lm_head,
             rope: Rope::new(cfg, model_vs.device()),
             config: cfg.clone(),
+            exec: DecoderExec::default(),
         })
     }
 
@@ -342,18 +481,107 @@ impl Qwen3 {
             );
         }
         let past = cache.as_ref().map_or(0, |c| c.seq_len());
-        let spec = mask.spec(t, past, embeds.device())?;
+        let spec = mask.spec(t, past, embeds, self.exec.packed_attention)?;
         let (cos, sin) = self.rope.cos_sin(positions);
         let mut x = embeds.shallow_clone();
         for (l, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[l]);
-            x = layer.forward(&x, &cos, &sin, &spec, slot);
+            x = layer.forward(&x, &cos, &sin, &spec, slot)?;
         }
         Ok(self.norm.forward(&x))
+    }
+
+    /// [`Self::forward_embeds`] for training with activation checkpointing: the layers run
+    /// without autograd, keeping only their inputs; the returned hidden states hang off a
+    /// leaf (the last layer's output), so their backward stops there. Then
+    /// [`Checkpointed::backward`] runs the layers again, last first, and carries the
+    /// gradient on into the parameters and `embeds`.
+    pub fn forward_checkpointed(
+        &self,
+        embeds: &Tensor,
+        positions: &Tensor,
+        mask: &AttentionMask,
+    ) -> Result<(Tensor, Checkpointed)> {
+        let (b, t, _) = embeds.size3()?;
+        ensure!(
+            positions.size() == [b, t],
+            "positions have shape {:?}, expected [{b}, {t}]",
+            positions.size()
+        );
+        let spec = mask.spec(t, 0, embeds, self.exec.packed_attention)?;
+        let (cos, sin) = self.rope.cos_sin(positions);
+        let mut inputs = Vec::with_capacity(self.layers.len());
+        let mut x = embeds.detach();
+        {
+            let _no_grad = tch::no_grad_guard();
+            for layer in &self.layers {
+                let next = layer.forward(&x, &cos, &sin, &spec, None)?;
+                inputs.push(x);
+                x = next;
+            }
+        }
+        let last = x.set_requires_grad(true);
+        let hidden = self.norm.forward(&last);
+        Ok((
+            hidden,
+            Checkpointed {
+                inputs,
+                last,
+                cos,
+                sin,
+                spec,
+            },
+        ))
     }
 
     /// Logits `[.., V]` of final hidden states `[.., H]`.
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
         hidden.matmul(&self.lm_head.tr())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varlen_cuts_rows_at_each_sample_and_each_row() {
+        let ids = Tensor::from_slice(&[0i64, 0, 0, 1, 1, 2, 0, 0, 1, 1, 1, 1]).view([2, 6]);
+        let v = Varlen::from_sample_ids(&ids).unwrap();
+        assert_eq!(v.cu_seqlens.kind(), Kind::Int);
+        assert_eq!(
+            Vec::<i64>::try_from(v.cu_seqlens.to_kind(Kind::Int64)).unwrap(),
+            vec![0, 3, 5, 6, 8, 12]
+        );
+        assert_eq!(v.max_len, 4);
+        // Same id in two rows: still two samples.
+        let ids = Tensor::from_slice(&[7i64, 7, 7, 7]).view([2, 2]);
+        let v = Varlen::from_sample_ids(&ids).unwrap();
+        assert_eq!(
+            Vec::<i64>::try_from(v.cu_seqlens.to_kind(Kind::Int64)).unwrap(),
+            vec![0, 2, 4]
+        );
+    }
+
+    #[test]
+    fn flash_attention_on_the_cpu_is_an_error_not_a_crash() {
+        let ids = Tensor::zeros([1, 4], (Kind::Int64, Device::Cpu));
+        let embeds = Tensor::zeros([1, 4, 8], (Kind::BFloat16, Device::Cpu));
+        let err = AttentionMask::Packed(ids.shallow_clone())
+            .spec(4, 0, &embeds, PackedAttention::Flash)
+            .err()
+            .expect("flash on the CPU must be refused");
+        assert!(err.to_string().contains("needs CUDA"), "{err}");
+        // Auto takes the mask on the CPU.
+        let spec = AttentionMask::Packed(ids.shallow_clone())
+            .spec(4, 0, &embeds, PackedAttention::Auto)
+            .unwrap();
+        assert!(spec.varlen.is_none() && spec.mask.is_some());
+        // The kernel itself, called on the CPU, returns ATen's error through the shim.
+        let q = Tensor::zeros([4, 2, 8], (Kind::BFloat16, Device::Cpu));
+        let varlen = Varlen::from_sample_ids(&ids).unwrap();
+        let err = crate::train::fused::flash_attention_varlen(&q, &q, &q, &varlen)
+            .expect_err("no CPU kernel");
+        assert!(err.to_string().contains("varlen flash attention"), "{err}");
     }
 }

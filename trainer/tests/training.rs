@@ -1,6 +1,7 @@
 //! Training foundations on the golden model: a packed row gives the same loss and
-//! gradients as its samples one by one, frozen modules get no gradient and no optimizer
-//! state, and a few steps lower the loss.
+//! gradients as its samples one by one (and as with checkpointed layers and a chunked
+//! loss), frozen modules get no gradient and no optimizer state, and a few steps lower the
+//! loss.
 
 mod common;
 
@@ -8,9 +9,11 @@ use std::collections::BTreeMap;
 
 use ove_core::tensor_file::read_safetensors;
 use ove_train::checkpoint::{load_model, LoadedModel};
+use ove_train::decoder::DecoderExec;
 use ove_train::train::stage::set_trainable;
 use ove_train::train::{
-    batch_loss_sum, pack, train_step, AdamW, AdamWConfig, Sample, StageConfig, StepStats,
+    batch_backward, batch_loss_sum, pack, train_step, AdamW, AdamWConfig, Sample, StageConfig,
+    StepStats,
 };
 use tch::{Device, Tensor};
 
@@ -111,6 +114,70 @@ fn packed_equals_one_by_one() {
         worst.0,
         worst.1
     );
+}
+
+/// Activation checkpointing (each decoder layer run again in the backward) and the LM
+/// head's loss in chunks change where memory goes, not what is computed: on a packed row
+/// with three images (vision tower and merger in the graph) every parameter's gradient
+/// and the loss equal the plain backward's.
+#[test]
+fn checkpointed_layers_and_a_chunked_loss_give_the_same_gradients() {
+    let mut l = model();
+    let samples = vec![
+        case_sample("one-image"),
+        case_sample("text-only"),
+        case_sample("two-images"),
+    ];
+    let packed = pack(&samples, Device::Cpu).unwrap();
+    let scale = 1.0 / packed.num_targets as f64;
+    let run = |l: &mut LoadedModel, exec: DecoderExec| {
+        l.model.decoder.exec = exec;
+        zero_grads(l);
+        let (loss, count) = batch_backward(&l.model, &packed, scale).unwrap();
+        assert_eq!(count, packed.num_targets);
+        (loss, grads(l))
+    };
+    let (plain_loss, plain) = run(&mut l, DecoderExec::default());
+    assert_eq!(plain.len(), l.vs.variables().len(), "every parameter");
+    let variants = [
+        ("checkpointed layers", true, None),
+        ("loss in chunks of 3 rows", false, Some(3)),
+        ("both", true, Some(5)),
+    ];
+    for (what, checkpoint_layers, loss_chunk_rows) in variants {
+        let (loss, g) = run(
+            &mut l,
+            DecoderExec {
+                checkpoint_layers,
+                loss_chunk_rows,
+                ..DecoderExec::default()
+            },
+        );
+        let dl = (loss - plain_loss).abs();
+        // f32 sums in another order: within a few ulps of the loss.
+        assert!(
+            dl <= 1e-6 * plain_loss.abs().max(1.0),
+            "{what}: loss {loss} vs {plain_loss}"
+        );
+        assert_eq!(g.len(), plain.len(), "{what}");
+        let mut worst = (String::new(), 0.0f64);
+        for (name, a) in &plain {
+            let d = max_diff(a, &g[name]);
+            if d > worst.1 {
+                worst = (name.clone(), d);
+            }
+        }
+        println!(
+            "{what}: loss |diff| {dl:.1e}, worst gradient |diff| {:.2e} ({})",
+            worst.1, worst.0
+        );
+        assert!(
+            worst.1 <= 1e-6,
+            "{what}: gradient of {} differs by {:e}",
+            worst.0,
+            worst.1
+        );
+    }
 }
 
 #[test]

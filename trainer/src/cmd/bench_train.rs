@@ -6,6 +6,7 @@
 use anyhow::{bail, Result};
 use tch::Device;
 
+use crate::cmd::exec::ExecArgs;
 use crate::device::parse_device;
 use crate::train::bench::{preset, run_bench, BenchConfig};
 use crate::train::run::default_peak_flops;
@@ -48,10 +49,33 @@ pub struct BenchTrainArgs {
     /// Random seed (weights and tokens).
     #[arg(long, default_value_t = 0)]
     pub seed: i64,
-    /// Also time the phases (forward + loss, backward, clip + AdamW), waiting for the
-    /// device between them.
+    /// Also time the phases (forward, LM head + loss, backward, clip + AdamW), waiting
+    /// for the device between them.
     #[arg(long)]
     pub phase_times: bool,
+    /// Pack each row with samples of these lengths (comma-separated, adding up to
+    /// --seq-len; positions restart per sample). `anchor`: the 11 samples of
+    /// ../shared/bench/pt_train_anchor.py (1400, 1100, ..., 292 = 8192 tokens).
+    #[arg(long, value_name = "L1,L2,...|anchor")]
+    pub sample_lens: Option<String>,
+    #[command(flatten)]
+    pub exec: ExecArgs,
+}
+
+/// The packed eager anchor's 11 sample lengths (8192 tokens).
+const ANCHOR_LENS: [i64; 11] = [1400, 1100, 900, 850, 760, 700, 650, 600, 520, 420, 292];
+
+fn parse_lens(text: &str) -> Result<Vec<i64>> {
+    if text == "anchor" {
+        return Ok(ANCHOR_LENS.to_vec());
+    }
+    text.split(',')
+        .map(|x| {
+            x.trim()
+                .parse::<i64>()
+                .map_err(|e| anyhow::anyhow!("--sample-lens {text:?}: {x:?}: {e}"))
+        })
+        .collect()
 }
 
 impl BenchTrainArgs {
@@ -71,7 +95,11 @@ impl BenchTrainArgs {
             lr,
             seed,
             phase_times,
+            sample_lens,
+            exec,
         } = self;
+        let exec = exec.exec()?;
+        let sample_lens = sample_lens.as_deref().map(parse_lens).transpose()?;
         let device = parse_device(&device)?;
         let mut text = preset(&preset_name)?;
         if let Some(l) = layers {
@@ -96,6 +124,8 @@ impl BenchTrainArgs {
             peak_flops,
             seed,
             phase_times,
+            sample_lens: sample_lens.clone(),
+            exec,
         };
         let r = run_bench(&cfg, device)?;
         let t = &cfg.text;
@@ -119,7 +149,22 @@ impl BenchTrainArgs {
             r.losses.last().copied().unwrap_or(f64::NAN),
         );
         println!(
-            "RESULT impl=ove-train params={} tokens_per_step={} step_ms={:.1} tokens_per_s={:.0} mfu={:.2}% peak_tflops={:.0}",
+            "rows: {}; packed attention {:?}, checkpointed layers {}, loss chunk rows {}",
+            match &sample_lens {
+                Some(l) => format!("{} packed samples ({:?})", l.len(), l),
+                None => "one causal sequence".into(),
+            },
+            exec.packed_attention,
+            exec.checkpoint_layers,
+            crate::train::loss::loss_chunk_rows(exec.loss_chunk_rows, t.vocab_size as i64),
+        );
+        println!(
+            "RESULT impl=ove-train layout={} ckpt={} params={} tokens_per_step={} step_ms={:.1} tokens_per_s={:.0} mfu={:.2}% peak_tflops={:.0}",
+            match &sample_lens {
+                Some(l) if l.len() > 1 => format!("packed-{:?}", exec.packed_attention).to_lowercase(),
+                _ => "dense-causal".into(),
+            },
+            exec.checkpoint_layers,
             r.params,
             r.tokens_per_step,
             mean * 1e3,
@@ -127,9 +172,9 @@ impl BenchTrainArgs {
             r.mfu * 100.0,
             r.peak_flops / 1e12
         );
-        if let Some([f, b, o]) = r.phase_ms {
+        if let Some([f, h, b, o]) = r.phase_ms {
             println!(
-                "PHASES impl=ove-train forward+loss_ms={f:.1} backward_ms={b:.1} clip+adamw_ms={o:.1}"
+                "PHASES impl=ove-train forward_ms={f:.1} head+loss_ms={h:.1} backward_ms={b:.1} clip+adamw_ms={o:.1}"
             );
         }
         Ok(())

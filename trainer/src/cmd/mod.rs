@@ -9,6 +9,7 @@
 //! - [`balance`]: `ove-train balance` (concept balancing weights);
 //! - [`bench_train`]: `ove-train bench-train` (training throughput and MFU);
 //! - [`plot`]: `ove-train plot` (a run's metrics as a PNG);
+//! - [`exec`]: the flags `train` and `bench-train` share for how a step runs;
 //! - [`resave`]: `ove-train resave` (load and save a checkpoint again).
 //!
 //! The default-model recipe's subcommands (`tokenizer`, `init`, `prepare`) are
@@ -20,6 +21,7 @@
 pub mod balance;
 pub mod bench_train;
 pub mod ctc;
+pub mod exec;
 pub mod pack;
 pub mod plot;
 pub mod resave;

@@ -16,6 +16,7 @@ use tracing::info;
 
 use super::LOG_TARGET;
 use crate::checkpoint::{SaveDtype, SaveOptions};
+use crate::cmd::exec::ExecArgs;
 use crate::device::parse_device;
 use crate::dist::launch::run_local_ranks;
 use crate::dist::{Dist, LaunchEnv};
@@ -107,6 +108,8 @@ pub struct TrainArgs {
     /// makes the others stop with an error after at most this long.
     #[arg(long, default_value_t = 300, value_name = "S")]
     pub dist_timeout_s: u64,
+    #[command(flatten)]
+    pub exec: ExecArgs,
 }
 
 /// The device `--device` / `--cuda` name: `--cuda` is `--device cuda` (a GPU or an error
@@ -157,6 +160,7 @@ impl TrainArgs {
                 None => device != Device::Cpu,
             },
             zero1: self.zero1,
+            exec: self.exec.exec()?,
         })
     }
 

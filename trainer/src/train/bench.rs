@@ -1,10 +1,13 @@
 //! `ove-train bench-train`: training throughput of a Qwen3-shaped decoder on random tokens.
 //!
 //! Text only (no vision tower): the decoder is where a 1-2B model spends nearly all of its
-//! FLOPs. Each step is what a training step does: zero grad, forward over one causal row,
-//! the trainer's token loss ([`token_loss_sum`]), backward, global-norm clipping, AdamW.
-//! Timing waits for the device; MFU = 6 x parameters x tokens / seconds / peak FLOP/s
-//! (the attention-score FLOPs are not counted, as in the trainer's `metrics.jsonl`).
+//! FLOPs. Each step is what a training step does: zero grad, the trainer's forward and
+//! backward ([`decoder_backward`]: the decoder's [`DecoderExec`] says whether layers are
+//! checkpointed, how the loss is chunked and how packed rows attend) over one causal row
+//! or a row of packed samples, global-norm clipping, fused AdamW. Timing waits for the
+//! device; MFU counts 6 x parameters x tokens plus the causal attention's
+//! 6 x layers x heads x head_dim x (sum of squared sample lengths), the FLOPs
+//! `../shared/bench/pt_train_anchor.py` counts, over seconds and the peak FLOP/s.
 
 use std::time::Instant;
 
@@ -14,10 +17,10 @@ use tch::{Device, Kind, Tensor};
 
 use ove_core::config::TextConfig;
 
-use crate::decoder::{AttentionMask, Qwen3};
+use crate::decoder::{AttentionMask, DecoderExec, Qwen3};
 use crate::device::synchronize;
-use crate::train::loss::token_loss_sum;
 use crate::train::optim::{clip_grad_norm, AdamW, AdamWConfig};
+use crate::train::step::{decoder_backward, Phase};
 
 /// A Qwen3 text config by preset name: `qwen3-1.7b` (hidden 2048, 28 layers, 16 q / 8 kv
 /// heads of 128, MLP 6144, vocab 151936, tied embeddings: 1.72B parameters) or `tiny`
@@ -62,6 +65,10 @@ pub struct BenchConfig {
     /// Also wait for the device between the phases and report their times (the extra
     /// synchronisations cost a little throughput).
     pub phase_times: bool,
+    /// Each row packs samples of these lengths (positions restart, attention stays within
+    /// a sample); `None`: one causal sequence of `seq_len`.
+    pub sample_lens: Option<Vec<i64>>,
+    pub exec: DecoderExec,
 }
 
 #[derive(Debug, Clone)]
@@ -75,9 +82,9 @@ pub struct BenchReport {
     pub tokens_per_s: f64,
     pub mfu: f64,
     pub peak_flops: f64,
-    /// Mean milliseconds of (forward + loss, backward, clip + AdamW) over the timed steps,
-    /// with `phase_times`.
-    pub phase_ms: Option<[f64; 3]>,
+    /// Mean milliseconds of (forward, LM head + loss forward and backward, backward,
+    /// clip + AdamW) over the timed steps, with `phase_times`.
+    pub phase_ms: Option<[f64; 4]>,
 }
 
 /// Builds the model on `device`, runs `warmup` then `steps` timed steps on random tokens.
@@ -86,7 +93,8 @@ pub fn run_bench(cfg: &BenchConfig, device: Device) -> Result<BenchReport> {
     ensure!(cfg.seq_len > 1 && cfg.batch > 0, "bad shape");
     tch::manual_seed(cfg.seed);
     let mut vs = VarStore::new(device);
-    let model = Qwen3::new(vs.root() / "model", vs.root() / "lm_head", &cfg.text)?;
+    let mut model = Qwen3::new(vs.root() / "model", vs.root() / "lm_head", &cfg.text)?;
+    model.exec = cfg.exec;
     if cfg.bf16 {
         vs.bfloat16();
     }
@@ -103,18 +111,45 @@ pub fn run_bench(cfg: &BenchConfig, device: Device) -> Result<BenchReport> {
         },
     );
     let (b, t) = (cfg.batch, cfg.seq_len);
+    let lens = match &cfg.sample_lens {
+        Some(lens) => {
+            ensure!(
+                lens.iter().all(|&l| l > 0) && lens.iter().sum::<i64>() == t,
+                "sample lengths {lens:?} must be positive and add up to the row's {t} tokens"
+            );
+            lens.clone()
+        }
+        None => vec![t],
+    };
     let vocab = cfg.text.vocab_size as i64;
     let ids = Tensor::randint(vocab, [b, t], (Kind::Int64, device));
     let targets = Tensor::randint(vocab, [b, t], (Kind::Int64, device));
-    let positions = Tensor::arange(t, (Kind::Int64, device))
+    let row_positions: Vec<i64> = lens.iter().flat_map(|&l| 0..l).collect();
+    let positions = Tensor::from_slice(&row_positions)
+        .to_device(device)
         .unsqueeze(0)
         .expand([b, t], true)
         .contiguous();
-    let mask = AttentionMask::Causal;
+    let mask = if lens.len() > 1 {
+        let row_ids: Vec<i64> = lens
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &l)| std::iter::repeat_n(i as i64, l as usize))
+            .collect();
+        AttentionMask::Packed(
+            Tensor::from_slice(&row_ids)
+                .to_device(device)
+                .unsqueeze(0)
+                .expand([b, t], true)
+                .contiguous(),
+        )
+    } else {
+        AttentionMask::Causal
+    };
     let mut losses = Vec::new();
     let mut step_seconds = Vec::new();
-    let mut phase_sums = [0.0f64; 3];
-    let phase_mark = |t: &mut Instant| -> f64 {
+    let mut phase_sums = [0.0f64; 4];
+    let sync_mark = |t: &mut Instant| -> f64 {
         if !cfg.phase_times {
             return 0.0;
         }
@@ -124,22 +159,33 @@ pub fn run_bench(cfg: &BenchConfig, device: Device) -> Result<BenchReport> {
         *t = now;
         d
     };
+    let tokens = b * t;
     for i in 0..cfg.warmup + cfg.steps {
         synchronize(device);
         let start = Instant::now();
         let mut mark = start;
+        let mut phases = [0.0f64; 4];
         opt.zero_grad();
-        let hidden = model.forward_embeds(&model.embed(&ids), &positions, &mask, None)?;
-        let (sum, count) = token_loss_sum(&hidden, &targets, |h| model.logits(h));
-        let loss = sum / count as f64;
-        let t_fwd = phase_mark(&mut mark);
-        loss.f_backward()?;
-        let t_bwd = phase_mark(&mut mark);
+        let (loss, _) = decoder_backward(
+            &model,
+            &model.embed(&ids),
+            &positions,
+            &mask,
+            &targets,
+            1.0 / tokens as f64,
+            &mut |phase| {
+                let slot = match phase {
+                    Phase::Forward => 0,
+                    Phase::HeadLoss => 1,
+                    Phase::Backward => 2,
+                };
+                phases[slot] = sync_mark(&mut mark);
+            },
+        )?;
         let grad_norm = clip_grad_norm(&opt.tensors(), cfg.grad_clip);
         opt.step(cfg.lr)?;
-        let loss = loss.double_value(&[]);
         synchronize(device);
-        let t_opt = phase_mark(&mut mark);
+        phases[3] = sync_mark(&mut mark);
         let secs = start.elapsed().as_secs_f64();
         ensure!(
             loss.is_finite() && grad_norm.is_finite(),
@@ -149,7 +195,7 @@ pub fn run_bench(cfg: &BenchConfig, device: Device) -> Result<BenchReport> {
         let timed = i >= cfg.warmup;
         if timed {
             step_seconds.push(secs);
-            for (sum, t) in phase_sums.iter_mut().zip([t_fwd, t_bwd, t_opt]) {
+            for (sum, t) in phase_sums.iter_mut().zip(phases) {
                 *sum += t;
             }
         }
@@ -162,16 +208,21 @@ pub fn run_bench(cfg: &BenchConfig, device: Device) -> Result<BenchReport> {
             "bench step"
         );
     }
-    let tokens = b * t;
     let mean = step_seconds.iter().sum::<f64>() / step_seconds.len() as f64;
     let tokens_per_s = tokens as f64 / mean;
+    let c = &cfg.text;
+    let attention_flops = 6.0
+        * (c.num_hidden_layers * c.num_attention_heads * c.head_dim()) as f64
+        * lens.iter().map(|&l| (l * l) as f64).sum::<f64>()
+        * b as f64;
+    let flops = 6.0 * params as f64 * tokens as f64 + attention_flops;
     Ok(BenchReport {
         params,
         tokens_per_step: tokens,
         step_seconds,
         losses,
         tokens_per_s,
-        mfu: 6.0 * params as f64 * tokens_per_s / cfg.peak_flops,
+        mfu: flops / mean / cfg.peak_flops,
         peak_flops: cfg.peak_flops,
         phase_ms: cfg
             .phase_times
@@ -207,6 +258,8 @@ mod tests {
             peak_flops: 1e12,
             seed: 0,
             phase_times: true,
+            sample_lens: None,
+            exec: DecoderExec::default(),
         };
         let r = run_bench(&cfg, Device::Cpu).unwrap();
         assert_eq!(r.step_seconds.len(), 3);
@@ -216,6 +269,43 @@ mod tests {
         assert!(r.phase_ms.unwrap().iter().all(|&t| t > 0.0));
         // Same random batch every step: the loss must fall.
         assert!(r.losses[3] < r.losses[0], "{:?}", r.losses);
+    }
+
+    /// Packed samples through checkpointed layers and a chunked loss run, time their
+    /// phases and learn (that they compute the plain backward's gradients is
+    /// tests/training.rs's `checkpointed_layers_and_a_chunked_loss_give_the_same_gradients`;
+    /// the random weights here come from libtorch's global generator, which tests running
+    /// beside this one draw from too).
+    #[test]
+    fn packed_bench_with_checkpointing_and_chunks_learns() {
+        let cfg = BenchConfig {
+            text: preset("tiny").unwrap(),
+            seq_len: 24,
+            batch: 2,
+            warmup: 0,
+            steps: 3,
+            bf16: false,
+            lr: 1e-2,
+            grad_clip: 1.0,
+            peak_flops: 1e12,
+            seed: 4,
+            phase_times: true,
+            sample_lens: Some(vec![10, 9, 5]),
+            exec: DecoderExec {
+                checkpoint_layers: true,
+                loss_chunk_rows: Some(7),
+                ..DecoderExec::default()
+            },
+        };
+        let r = run_bench(&cfg, Device::Cpu).unwrap();
+        assert!(r.losses[2] < r.losses[0], "{:?}", r.losses);
+        assert!(r.phase_ms.unwrap().iter().all(|&t| t > 0.0));
+        let bad = BenchConfig {
+            sample_lens: Some(vec![10, 9]),
+            ..cfg
+        };
+        let err = run_bench(&bad, Device::Cpu).unwrap_err();
+        assert!(err.to_string().contains("add up to"), "{err}");
     }
 
     #[test]
@@ -232,6 +322,8 @@ mod tests {
             peak_flops: 1e12,
             seed: 0,
             phase_times: true,
+            sample_lens: None,
+            exec: DecoderExec::default(),
         };
         let r = run_bench(&cfg, Device::Cpu).unwrap();
         assert!(r.losses.iter().all(|l| l.is_finite()));

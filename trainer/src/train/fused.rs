@@ -1,12 +1,14 @@
 //! The fused optimizer kernels of `csrc/fused_ops.cpp`: `aten::_fused_adamw_` (what
 //! `torch.optim.AdamW(fused=True)` runs: one multi-tensor kernel for the whole update) and
-//! `aten::_foreach_copy_`. tch binds neither; they exist on the CPU and on CUDA.
+//! `aten::_foreach_copy_`. tch binds neither; they exist on the CPU and on CUDA. And
+//! varlen flash attention (`aten::_flash_attention_forward` with cu_seqlens; CUDA only).
 
 use std::ffi::{c_char, c_void};
 
 use anyhow::{bail, ensure, Result};
 use tch::{Kind, Tensor};
 
+use crate::decoder::Varlen;
 use crate::shim::{take_error, Handles};
 use crate::train::optim::AdamWConfig;
 
@@ -32,6 +34,47 @@ extern "C" {
         n: usize,
         err: *mut *mut c_char,
     ) -> i32;
+    fn ove_flash_attention_varlen(
+        q: *mut c_void,
+        k: *mut c_void,
+        v: *mut c_void,
+        cu_seqlens: *mut c_void,
+        max_len: i64,
+        out: *mut *mut c_void,
+        err: *mut *mut c_char,
+    ) -> i32;
+}
+
+/// Causal attention within each sample of packed rows, the samples laid end to end:
+/// q `[T, H, D]`, k and v `[T, Hkv, D]` (Hkv divides H; no repeat needed), output
+/// `[T, H, D]`; the softmax scale is 1/sqrt(D), as scaled_dot_product_attention's. Autograd
+/// records it. CUDA and bf16/f16 only (an error otherwise).
+pub fn flash_attention_varlen(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    varlen: &Varlen,
+) -> Result<Tensor> {
+    let mut handles = Handles::new([q, k, v, &varlen.cu_seqlens]);
+    let p = &mut handles.ptrs;
+    let mut out = std::ptr::null_mut();
+    let mut err = std::ptr::null_mut();
+    // SAFETY: four live tensor pointers kept alive by `handles`; on success the shim hands
+    // over a new `at::Tensor*`, which tch then owns.
+    let rc = unsafe {
+        ove_flash_attention_varlen(p[0], p[1], p[2], p[3], varlen.max_len, &mut out, &mut err)
+    };
+    if rc != 0 {
+        bail!(
+            "varlen flash attention (q {:?} {:?} on {:?}): {}",
+            q.size(),
+            q.kind(),
+            q.device(),
+            take_error(err)
+        );
+    }
+    // SAFETY: `out` is a fresh heap `at::Tensor*` from the shim.
+    Ok(unsafe { Tensor::from_ptr(out.cast()) })
 }
 
 /// One AdamW update of `params` in place (`grads`, `exp_avgs`, `exp_avg_sqs` alike in

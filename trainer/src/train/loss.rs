@@ -34,3 +34,90 @@ pub fn token_loss_sum(
     );
     (sum, count)
 }
+
+/// f32 logits one loss chunk may hold when the row count is not given: 1 GiB.
+const CHUNK_LOGIT_BYTES: i64 = 1 << 30;
+
+/// Target rows per chunk of [`head_loss_backward`]: `rows`, or as many as fit
+/// [`CHUNK_LOGIT_BYTES`] of f32 logits over `vocab` (at least 1).
+pub fn loss_chunk_rows(rows: Option<i64>, vocab: i64) -> i64 {
+    rows.unwrap_or(CHUNK_LOGIT_BYTES / (4 * vocab.max(1)))
+        .max(1)
+}
+
+/// Forward and backward of the LM head and the cross-entropy: `scale` x (sum of the token
+/// losses) is backpropagated into the head's parameters and onto a detached copy of the
+/// target rows of `hidden`; [`HeadLoss::backward_trunk`] then carries it on through
+/// `hidden`'s graph.
+///
+/// The target rows go through the head `chunk_rows` at a time, each chunk's backward run
+/// at once, so at most one chunk of `[rows, V]` logits (and their gradient) exists at a
+/// time instead of all of them. The same gradients as one backward of
+/// [`token_loss_sum`] (the sums run in another order).
+pub fn head_loss_backward(
+    hidden: &Tensor,
+    targets: &Tensor,
+    lm_head: impl Fn(&Tensor) -> Tensor,
+    scale: f64,
+    chunk_rows: i64,
+) -> anyhow::Result<HeadLoss> {
+    let h = *hidden.size().last().expect("hidden has no dimensions");
+    let targets = targets.reshape([-1]);
+    let keep = targets.ne(IGNORE_INDEX).nonzero().squeeze_dim(1);
+    let count = keep.size()[0];
+    if count == 0 {
+        return Ok(HeadLoss {
+            loss: 0.0,
+            count,
+            trunk: None,
+        });
+    }
+    let selected = hidden.reshape([-1, h]).index_select(0, &keep);
+    let targets = targets.index_select(0, &keep);
+    let leaf = selected
+        .detach()
+        .set_requires_grad(selected.requires_grad());
+    let mut total = Tensor::zeros([], (Kind::Float, hidden.device()));
+    let mut start = 0;
+    while start < count {
+        let n = chunk_rows.min(count - start);
+        let logits = lm_head(&leaf.narrow(0, start, n)).to_kind(Kind::Float);
+        let sum = logits.cross_entropy_loss::<Tensor>(
+            &targets.narrow(0, start, n),
+            None,
+            Reduction::Sum,
+            IGNORE_INDEX,
+            0.0,
+        ) * scale;
+        if sum.requires_grad() {
+            sum.f_backward()?;
+        }
+        total += sum.detach();
+        start += n;
+    }
+    Ok(HeadLoss {
+        loss: total.double_value(&[]),
+        count,
+        trunk: selected.requires_grad().then(|| (selected, leaf.grad())),
+    })
+}
+
+/// What [`head_loss_backward`] leaves: the scaled loss, the target count, and the
+/// gradient of the selected hidden rows still to go through the trunk.
+pub struct HeadLoss {
+    pub loss: f64,
+    pub count: i64,
+    trunk: Option<(Tensor, Tensor)>,
+}
+
+impl HeadLoss {
+    /// The backward of the trunk (decoder layers, embeddings, vision) from the gradient
+    /// the head left on the hidden rows.
+    pub fn backward_trunk(self) -> anyhow::Result<()> {
+        if let Some((selected, grad)) = self.trunk {
+            // d/ds of sum(s * g) is g, exactly: a backward that starts from g.
+            (selected * grad).sum(Kind::Float).f_backward()?;
+        }
+        Ok(())
+    }
+}

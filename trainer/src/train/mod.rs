@@ -38,4 +38,7 @@ pub use optim::{clip_grad_norm, AdamW, AdamWConfig};
 pub use packing::{pack, PackedBatch, Sample};
 pub use schedule::LrSchedule;
 pub use stage::StageConfig;
-pub use step::{batch_loss_sum, train_step, train_step_with, StepOptimizer, StepStats};
+pub use step::{
+    batch_backward, batch_loss_sum, decoder_backward, train_step, train_step_with, StepOptimizer,
+    StepStats,
+};

@@ -62,6 +62,8 @@ pub struct TrainRun {
     /// ZeRO-1 (needs a process group): AdamW's moments and f32 masters sharded over the
     /// ranks.
     pub zero1: bool,
+    /// How the decoder runs a step (checkpointed layers, loss chunks, packed attention).
+    pub exec: crate::decoder::DecoderExec,
 }
 
 /// Mean token loss of `samples` (no gradients), in micro-batches of the stage's layout.
@@ -204,6 +206,7 @@ pub fn run_in(cfg: &TrainRun, dist: Option<&Dist>) -> Result<Vec<StepStats>> {
     let resume_dir = cfg.resume.as_deref().map(resume::resolve).transpose()?;
     let state = resume_dir.as_deref().map(resume::read_state).transpose()?;
     let mut loaded = load_model(resume_dir.as_deref().unwrap_or(&cfg.checkpoint), cfg.device)?;
+    loaded.model.decoder.exec = cfg.exec;
     if cfg.bf16 {
         // Before the optimizer exists: AdamW keeps an f32 master copy of every parameter
         // that is not f32.

@@ -6,11 +6,12 @@ use std::time::Instant;
 use anyhow::{ensure, Result};
 use tch::Tensor;
 
+use crate::decoder::{AttentionMask, Qwen3};
 use crate::dist::buckets::all_reduce_grads;
 use crate::dist::zero::ZeroAdamW;
 use crate::dist::Dist;
 use crate::model::LlavaOneVision;
-use crate::train::loss::token_loss_sum;
+use crate::train::loss::{head_loss_backward, loss_chunk_rows, token_loss_sum};
 use crate::train::optim::{clip_grad_norm, AdamW};
 use crate::train::packing::PackedBatch;
 
@@ -30,6 +31,80 @@ pub fn batch_loss_sum(model: &LlavaOneVision, batch: &PackedBatch) -> Result<(Te
     Ok(token_loss_sum(&hidden, &batch.targets, |h| {
         model.decoder.logits(h)
     }))
+}
+
+/// Forward and backward of one packed batch: `scale` x (sum of its token losses) is
+/// backpropagated into every trained parameter it reaches; returns that scaled loss and
+/// the batch's target count. The decoder's [`crate::decoder::DecoderExec`] says how:
+/// with checkpointed layers or not, the loss in chunks of how many rows. A batch that
+/// reaches no trained parameter (text only while only the merger trains) is only
+/// evaluated.
+pub fn batch_backward(
+    model: &LlavaOneVision,
+    batch: &PackedBatch,
+    scale: f64,
+) -> Result<(f64, i64)> {
+    let image_embeds = batch
+        .images()
+        .map(|im| model.encode_images(&im).map(|o| o.image_embeds))
+        .transpose()?;
+    let embeds = model.embed(&batch.input_ids, image_embeds.as_ref())?;
+    decoder_backward(
+        &model.decoder,
+        &embeds,
+        &batch.positions,
+        &batch.mask(),
+        &batch.targets,
+        scale,
+        &mut |_| {},
+    )
+}
+
+/// The parts of [`decoder_backward`], in order, for timing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The decoder layers and the final norm (without activations when checkpointed).
+    Forward,
+    /// The LM head and cross-entropy, forward and backward, chunk by chunk.
+    HeadLoss,
+    /// The backward of the layers (run again first when checkpointed), the embeddings and
+    /// whatever made them.
+    Backward,
+}
+
+/// [`batch_backward`] from the decoder's input embeddings on (what `ove-train
+/// bench-train` times): `scale` x (sum of the token losses of `targets`) backpropagated
+/// through the decoder into `embeds`' graph. `done` is called as each [`Phase`] ends.
+pub fn decoder_backward(
+    decoder: &Qwen3,
+    embeds: &Tensor,
+    positions: &Tensor,
+    mask: &AttentionMask,
+    targets: &Tensor,
+    scale: f64,
+    done: &mut dyn FnMut(Phase),
+) -> Result<(f64, i64)> {
+    let chunk = loss_chunk_rows(
+        decoder.exec.loss_chunk_rows,
+        decoder.config.vocab_size as i64,
+    );
+    let head = |h: &Tensor| decoder.logits(h);
+    let (hidden, kept) = if decoder.exec.checkpoint_layers {
+        let (hidden, kept) = decoder.forward_checkpointed(embeds, positions, mask)?;
+        (hidden, Some(kept))
+    } else {
+        (decoder.forward_embeds(embeds, positions, mask, None)?, None)
+    };
+    done(Phase::Forward);
+    let loss = head_loss_backward(&hidden, targets, head, scale, chunk)?;
+    done(Phase::HeadLoss);
+    let out = (loss.loss, loss.count);
+    loss.backward_trunk()?;
+    if let (Some(kept), true) = (kept, out.1 > 0) {
+        kept.backward(decoder, embeds)?;
+    }
+    done(Phase::Backward);
+    Ok(out)
 }
 
 /// Where a step's time went, in seconds (on a GPU without synchronisation, so the split
@@ -160,14 +235,7 @@ pub fn train_step_with(
     opt.zero_grad();
     let mut loss = 0.0;
     for batch in micro_batches {
-        let (sum, _) = batch_loss_sum(model, batch)?;
-        let scaled = sum / targets as f64;
-        // With frozen modules a micro-batch may not reach any trained parameter
-        // (e.g. text only while only the merger trains): nothing to backpropagate.
-        if scaled.requires_grad() {
-            scaled.f_backward()?;
-        }
-        loss += scaled.double_value(&[]);
+        loss += batch_backward(model, batch, 1.0 / targets as f64)?.0;
     }
     times.forward_backward = t.elapsed().as_secs_f64();
     if let Some(d) = opt.dist() {
