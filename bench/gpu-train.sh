@@ -1,45 +1,54 @@
 #!/usr/bin/env bash
-# Training throughput on a GPU: `ove-train bench-train` (libtorch through tch) next to a
-# PyTorch eager step of the same shape (bench/gpu_train_reference.py), and the packed eager
-# anchor (../shared/bench/pt_train_anchor.py: fused AdamW, varlen flash attention over 11
-# packed samples, 1.7B and 4B shapes), in the same call.
+# Training throughput on one GPU, in one device call: `ove-train bench-train` next to the
+# packed PyTorch eager anchor (../shared/bench/pt_train_anchor.py: fused AdamW, varlen flash
+# attention over 11 packed samples = 8192 tokens, Qwen3-1.7B and 4B shapes).
 #
-#   bench/gpu-train.sh [OVE_TRAIN_BINARY] [extra args for both, e.g. --preset qwen3-1.7b --seq-len 8192]
+#   bench/gpu-train.sh [OVE_TRAIN_BINARY]
 #
-# Needs python3 with a CUDA build of PyTorch (libtorch is taken from it). The binary defaults
-# to .devbin/ove-train (a release build copied there), else target/release/ove-train.
-# Writes everything to ${OUT:-/tmp}/log and prints the two RESULT lines side by side.
+# 1. A correctness line: the same packed step (2 layers of the 1.7B shape, bf16) through the
+#    block-diagonal mask and through varlen flash attention; the two step-0 losses print
+#    side by side (same seed, so the same weights and tokens; bf16 rounding apart).
+# 2. ove-train at the anchor's packing (--sample-lens anchor), 1.7B and 4B, with the
+#    kernels its training uses by default (varlen flash, rms_norm, chunked loss, fused
+#    AdamW), phase times (forward, LM head + loss, backward, clip + AdamW), and 4B again
+#    with --checkpoint-layers (memory against time).
+# 3. The anchor itself (dense causal and packed varlen rows, both shapes).
+# 4. The eager reference of the same dense step (bench/gpu_train_reference.py), 1.7B.
+# Then the RESULT / PHASES / PT_EAGER lines side by side. Needs python3 with a CUDA build
+# of PyTorch (its torch/lib is the libtorch the binary runs on). The binary defaults to
+# .devbin/ove-train, else target/release/ove-train. Everything goes to ${OUT:-/tmp}/log.
 set -u
 cd "$(dirname "$0")/.."
 BIN=${1:-}
-if [ -z "$BIN" ] || [ "${BIN#--}" != "$BIN" ]; then
-  BIN=.devbin/ove-train; [ -x "$BIN" ] || BIN=target/release/ove-train
-else
-  shift
-fi
-ARGS=("$@")
-[ ${#ARGS[@]} -eq 0 ] && ARGS=(--preset qwen3-1.7b --seq-len 8192 --warmup 3 --steps 10)
+[ -n "$BIN" ] || { BIN=.devbin/ove-train; [ -x "$BIN" ] || BIN=target/release/ove-train; }
 LOGDIR=${OUT:-/tmp}; LOG=$LOGDIR/log; : > "$LOG"
 TORCH_LIB=$(python3 -c 'import torch,os;print(os.path.join(os.path.dirname(torch.__file__),"lib"))')
 export LD_LIBRARY_PATH=$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export PYTHONUNBUFFERED=1
+run() { # label, timeout, command...
+  local label=$1 limit=$2; shift 2
+  echo "== $label: $*" | tee -a "$LOG"
+  timeout "$limit" "$@" 2>&1 | tee -a "$LOG"
+  echo "$label exit ${PIPESTATUS[0]}" | tee -a "$LOG"
+}
 {
   date -u
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
   python3 -c 'import torch;print("torch", torch.__version__, torch.cuda.get_device_name(0))'
-  echo "== ove-train ($BIN) ${ARGS[*]}"
 } 2>&1 | tee -a "$LOG"
-timeout ${OVE_TIMEOUT:-300} "$BIN" bench-train --device cuda "${ARGS[@]}" 2>&1 | tee -a "$LOG"
-echo "ove-train exit ${PIPESTATUS[0]}" | tee -a "$LOG"
-echo "== pytorch eager ${ARGS[*]}" | tee -a "$LOG"
-timeout ${PY_TIMEOUT:-300} python3 bench/gpu_train_reference.py --device cuda "${ARGS[@]}" 2>&1 | tee -a "$LOG"
-echo "pytorch exit ${PIPESTATUS[0]}" | tee -a "$LOG"
+B=("$BIN" bench-train --device cuda --phase-times)
+CHECK=(--preset qwen3-1.7b --layers 2 --seq-len 8192 --sample-lens anchor --warmup 0 --steps 1 --seed 7)
+run check-mask 120 "${B[@]}" "${CHECK[@]}" --packed-attention mask
+run check-flash 120 "${B[@]}" "${CHECK[@]}" --packed-attention flash
+for preset in qwen3-1.7b qwen3-4b; do
+  run "ove $preset" 240 "${B[@]}" --preset $preset --seq-len 8192 --sample-lens anchor --warmup 3 --steps 8
+done
+run "ove qwen3-4b checkpointed" 240 "${B[@]}" --preset qwen3-4b --seq-len 8192 --sample-lens anchor --warmup 2 --steps 5 --checkpoint-layers
 ANCHOR=../shared/bench/pt_train_anchor.py
-if [ -f "$ANCHOR" ]; then
-  echo "== pytorch packed eager anchor ($ANCHOR)" | tee -a "$LOG"
-  timeout ${ANCHOR_TIMEOUT:-300} python3 "$ANCHOR" 2>&1 | tee -a "$LOG"
-  echo "anchor exit ${PIPESTATUS[0]}" | tee -a "$LOG"
-fi
+[ -f "$ANCHOR" ] && run anchor 300 python3 "$ANCHOR"
+run "pytorch eager dense" 200 python3 bench/gpu_train_reference.py --device cuda --preset qwen3-1.7b --seq-len 8192 --warmup 3 --steps 8
+echo "== step-0 loss, mask vs flash (same weights and tokens):" | tee -a "$LOG"
+grep -E "^== check|loss [0-9.]+ ->" "$LOG" | grep -A1 "^== check" | grep -v "^--" | tee -a "$LOG"
 echo "== side by side (device: $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1))" | tee -a "$LOG"
 grep -E '^(RESULT|PHASES|PT_EAGER)' "$LOG" | sed -E 's/^(RESULT|PHASES|PT_EAGER) //' > "$LOG.summary"
 (column -t "$LOG.summary" 2>/dev/null || cat "$LOG.summary") | tee -a "$LOG"

@@ -14,7 +14,7 @@ use crate::train::run::default_peak_flops;
 /// The arguments of `ove-train bench-train`.
 #[derive(Debug, clap::Args)]
 pub struct BenchTrainArgs {
-    /// Shape: qwen3-1.7b (1.72B parameters), qwen3-0.6b or tiny.
+    /// Shape: qwen3-1.7b (1.72B parameters), qwen3-4b, qwen3-0.6b or tiny.
     #[arg(long, default_value = "qwen3-1.7b")]
     pub preset: String,
     /// Override the preset's number of layers.

@@ -23,7 +23,8 @@ use crate::train::optim::{clip_grad_norm, AdamW, AdamWConfig};
 use crate::train::step::{decoder_backward, Phase};
 
 /// A Qwen3 text config by preset name: `qwen3-1.7b` (hidden 2048, 28 layers, 16 q / 8 kv
-/// heads of 128, MLP 6144, vocab 151936, tied embeddings: 1.72B parameters) or `tiny`
+/// heads of 128, MLP 6144, vocab 151936, tied embeddings: 1.72B parameters), `qwen3-4b`
+/// (2560, 36 layers, 32 / 8 heads, MLP 9728: 4.02B), `qwen3-0.6b` or `tiny`
 /// (a seconds-on-the-CPU shape for tests).
 pub fn preset(name: &str) -> Result<TextConfig> {
     let base = |hidden, layers, heads, kv, hd, mlp, vocab, tie| TextConfig {
@@ -44,8 +45,9 @@ pub fn preset(name: &str) -> Result<TextConfig> {
     Ok(match name {
         "qwen3-1.7b" | "1.7b" => base(2048, 28, 16, 8, 128, 6144, 151936, true),
         "qwen3-0.6b" | "0.6b" => base(1024, 28, 16, 8, 128, 3072, 151936, true),
+        "qwen3-4b" | "4b" => base(2560, 36, 32, 8, 128, 9728, 151936, true),
         "tiny" => base(64, 2, 4, 2, 16, 128, 512, true),
-        other => bail!("unknown preset {other:?} (qwen3-1.7b, qwen3-0.6b, tiny)"),
+        other => bail!("unknown preset {other:?} (qwen3-4b, qwen3-1.7b, qwen3-0.6b, tiny)"),
     })
 }
 
