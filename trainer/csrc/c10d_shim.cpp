@@ -1,4 +1,5 @@
-// A C interface over libtorch's c10d (TCPStore, PrefixStore, ProcessGroupGloo) for
+// A C interface over libtorch's c10d (TCPStore, PrefixStore, ProcessGroupGloo; NCCL's
+// group is in nccl_shim.cpp, built with the `nccl` feature) for
 // ove-train's data-parallel training: tch binds none of it. Every entry point catches
 // C++ exceptions and returns them as a message (`*err`, freed with ove_str_free), so a
 // failed collective (a peer that died, a timeout) is an error in Rust, never an abort.
@@ -16,12 +17,8 @@
 #include <string>
 #include <vector>
 
+#include "c10d_shim.h"
 #include "shim_error.h"
-
-struct ove_pg {
-  c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::Backend> backend;
-};
 
 struct ove_store {
   c10::intrusive_ptr<c10d::TCPStore> store;
@@ -30,6 +27,22 @@ struct ove_store {
 struct ove_work {
   c10::intrusive_ptr<c10d::Work> work;
 };
+
+c10::intrusive_ptr<c10d::Store> ove_group_store(const char* store_host, uint16_t store_port,
+                                                bool is_server, int world,
+                                                std::chrono::milliseconds timeout,
+                                                const char* prefix) {
+  c10d::TCPStoreOptions opts;
+  opts.port = store_port;
+  opts.isServer = is_server;
+  // Every rank counts itself in (the server waits for all `world` of them), as
+  // torch.distributed's env:// rendezvous does, also against torchrun's agent store.
+  opts.numWorkers = static_cast<std::size_t>(world);
+  opts.waitWorkers = true;  // a client only counts itself in; the server waits
+  opts.timeout = timeout;
+  auto tcp = c10::make_intrusive<c10d::TCPStore>(std::string(store_host), opts);
+  return c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), tcp);
+}
 
 extern "C" {
 
@@ -44,16 +57,7 @@ ove_pg* ove_pg_new_gloo(const char* store_host, uint16_t store_port, bool is_ser
                         const char* iface, char** err) {
   OVE_TRY
   auto timeout = std::chrono::milliseconds(timeout_ms);
-  c10d::TCPStoreOptions opts;
-  opts.port = store_port;
-  opts.isServer = is_server;
-  // Every rank counts itself in (the server waits for all `world` of them), as
-  // torch.distributed's env:// rendezvous does, also against torchrun's agent store.
-  opts.numWorkers = static_cast<std::size_t>(world);
-  opts.waitWorkers = true;  // a client only counts itself in; the server waits
-  opts.timeout = timeout;
-  auto tcp = c10::make_intrusive<c10d::TCPStore>(std::string(store_host), opts);
-  auto store = c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), tcp);
+  auto store = ove_group_store(store_host, store_port, is_server, world, timeout, prefix);
   auto gloo = c10d::ProcessGroupGloo::Options::create(timeout);
   if (iface != nullptr && iface[0] != '\0') {
     gloo->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(iface));

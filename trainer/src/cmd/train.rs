@@ -100,7 +100,8 @@ pub struct TrainArgs {
     /// run (ZeRO-1): each rank holds 1/WORLD_SIZE of the optimizer state.
     #[arg(long)]
     pub zero1: bool,
-    /// Start this many ranks on this machine (data parallel over Gloo), as
+    /// Start this many ranks on this machine (data parallel: Gloo on the CPU, NCCL on
+    /// GPUs, one GPU a rank), as
     /// `torchrun --nproc-per-node N --no-python ove-train train ...` does.
     #[arg(long, value_name = "N")]
     pub nproc_per_node: Option<usize>,
@@ -171,22 +172,16 @@ impl TrainArgs {
             return run_local_ranks(n, timeout);
         }
         // Under torchrun (or a plain env launch) WORLD_SIZE and friends say who we are;
-        // what this rank cannot run is refused before it joins (and keeps) the others.
+        // what this rank cannot run (a bad stage, no GPU) is refused before it joins (and
+        // keeps) the others. On GPUs each rank trains on cuda:LOCAL_RANK, over NCCL.
         let env = LaunchEnv::from_env()?;
-        if let Some(e) = &env {
-            anyhow::ensure!(
-                self.device
-                    .as_deref()
-                    .is_none_or(|d| d.trim().eq_ignore_ascii_case("cpu"))
-                    && !self.cuda,
-                "data-parallel training runs over Gloo on the CPU here (rank {} of {}); the \
-                 NCCL path for GPUs is not built yet",
-                e.rank,
-                e.world
-            );
+        let mut run = self.into_run()?;
+        if let (Some(e), true) = (&env, run.device.is_cuda()) {
+            run.device = Device::Cuda(e.local_rank);
         }
-        let dist = env.map(|e| Dist::init(e, timeout)).transpose()?;
-        let run = self.into_run()?;
+        let dist = env
+            .map(|e| Dist::init(e, timeout, run.device))
+            .transpose()?;
         info!(
             target: LOG_TARGET,
             precision = if run.bf16 { "bf16 (f32 masters)" } else { "f32" },

@@ -1,13 +1,13 @@
 //! Gradient all-reduce in flat buckets: the trained parameters' gradients, in the
 //! optimizer's fixed order (sorted by name), copied into flat buffers of about
 //! [`BUCKET_BYTES`] each (one dtype a bucket), summed over ranks, copied back. All
-//! buckets are in flight at once, so Gloo's worker threads overlap them with each other
+//! buckets are in flight at once, so the backend overlaps them with each other
 //! (not yet with the backward: tch has no gradient hooks).
 
 use anyhow::{Context, Result};
 use tch::{Kind, Tensor};
 
-use super::{bytes_of, cpu_contiguous, Dist, ReduceOp};
+use super::{bytes_of, on_device_contiguous, Dist, ReduceOp};
 
 /// Bucket size, PyTorch DDP's default.
 pub const BUCKET_BYTES: u64 = 25 << 20;
@@ -45,6 +45,7 @@ pub fn all_reduce_grads(dist: &Dist, params: &[Tensor]) -> Result<()> {
         .iter()
         .map(|p| (p.numel() as i64, p.kind()))
         .collect();
+    let device = dist.device();
     tch::no_grad(|| -> Result<()> {
         let mut flights = Vec::new();
         for bucket in plan_buckets(&shapes, BUCKET_BYTES) {
@@ -53,9 +54,9 @@ pub fn all_reduce_grads(dist: &Dist, params: &[Tensor]) -> Result<()> {
                 .map(|&i| {
                     let g = &grads[i];
                     if g.defined() {
-                        cpu_contiguous(g).view([-1])
+                        on_device_contiguous(g, device).view([-1])
                     } else {
-                        Tensor::zeros([shapes[i].0], (shapes[i].1, tch::Device::Cpu))
+                        Tensor::zeros([shapes[i].0], (shapes[i].1, device))
                     }
                 })
                 .collect();

@@ -1,5 +1,7 @@
 //! A process group and its collectives: the safe side of `csrc/c10d_shim.cpp` (libtorch's
-//! c10d: `TCPStore`, `PrefixStore`, `ProcessGroupGloo`).
+//! c10d: `TCPStore`, `PrefixStore`, `ProcessGroupGloo`) and, with the `nccl` feature,
+//! `csrc/nccl_shim.cpp` (`ProcessGroupNCCL`). Both backends share every collective; a
+//! group says on which [`Device`] its tensors must live.
 //!
 //! Every collective returns a [`Work`] to wait on; waiting gives an error (naming the
 //! collective) when a peer died or the group's timeout passed, so a run whose peer is gone
@@ -9,7 +11,7 @@ use std::ffi::{c_char, CString};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use tch::Tensor;
+use tch::{Device, Tensor};
 
 use crate::shim::{take_error, CTensor, Handles};
 
@@ -53,6 +55,19 @@ mod ffi {
             iface: *const c_char,
             err: *mut *mut c_char,
         ) -> *mut OvePg;
+        #[cfg(feature = "nccl")]
+        #[allow(clippy::too_many_arguments)]
+        pub fn ove_pg_new_nccl(
+            store_host: *const c_char,
+            store_port: u16,
+            is_server: bool,
+            rank: i32,
+            world: i32,
+            timeout_ms: i64,
+            prefix: *const c_char,
+            device: i32,
+            err: *mut *mut c_char,
+        ) -> *mut OvePg;
         pub fn ove_pg_free(pg: *mut OvePg);
         pub fn ove_pg_allreduce(
             pg: *mut OvePg,
@@ -84,6 +99,14 @@ mod ffi {
     }
 }
 
+/// The C arguments every group constructor takes, alive for the call.
+struct JoinArgs {
+    host: *const c_char,
+    prefix: *const c_char,
+    timeout_ms: i64,
+    err: *mut *mut c_char,
+}
+
 /// Where the group's store is and who hosts it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreAddr {
@@ -102,12 +125,13 @@ pub enum ReduceOp {
     Max,
 }
 
-/// A c10d process group (Gloo: CPU tensors).
+/// A c10d process group: Gloo over CPU tensors, or NCCL over this rank's GPU.
 pub struct ProcessGroup {
     ptr: *mut ffi::OvePg,
     rank: usize,
     world: usize,
     timeout: Duration,
+    device: Device,
 }
 
 // SAFETY: c10d backends are thread-safe (their collectives are queued to worker threads);
@@ -121,6 +145,7 @@ impl std::fmt::Debug for ProcessGroup {
             .field("rank", &self.rank)
             .field("world", &self.world)
             .field("timeout", &self.timeout)
+            .field("device", &self.device)
             .finish()
     }
 }
@@ -166,32 +191,99 @@ impl ProcessGroup {
         timeout: Duration,
         iface: Option<&str>,
     ) -> Result<Self> {
+        let iface = iface.map(CString::new).transpose().context("interface")?;
+        Self::join("Gloo", store, rank, world, timeout, Device::Cpu, |c| {
+            // SAFETY: valid NUL-terminated strings for the duration of the call.
+            unsafe {
+                ffi::ove_pg_new_gloo(
+                    c.host,
+                    store.port,
+                    store.is_server,
+                    rank as i32,
+                    world as i32,
+                    c.timeout_ms,
+                    c.prefix,
+                    iface.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
+                    c.err,
+                )
+            }
+        })
+    }
+
+    /// An NCCL group of `world` ranks meeting at `store`, this rank's tensors on
+    /// `cuda:device` (its LOCAL_RANK). Needs the `nccl` feature.
+    pub fn nccl(
+        store: &StoreAddr,
+        rank: usize,
+        world: usize,
+        timeout: Duration,
+        device: usize,
+    ) -> Result<Self> {
+        #[cfg(feature = "nccl")]
+        {
+            Self::join(
+                "NCCL",
+                store,
+                rank,
+                world,
+                timeout,
+                Device::Cuda(device),
+                |c| {
+                    // SAFETY: valid NUL-terminated strings for the duration of the call.
+                    unsafe {
+                        ffi::ove_pg_new_nccl(
+                            c.host,
+                            store.port,
+                            store.is_server,
+                            rank as i32,
+                            world as i32,
+                            c.timeout_ms,
+                            c.prefix,
+                            device as i32,
+                            c.err,
+                        )
+                    }
+                },
+            )
+        }
+        #[cfg(not(feature = "nccl"))]
+        {
+            let _ = (store, timeout, device);
+            bail!(
+                "rank {rank} of {world}: data parallel on GPUs needs NCCL, and this ove-train \
+                 was built without it (cargo build --release -p ove-train --features nccl, \
+                 after scripts/setup-torchrun); on the CPU it runs over Gloo"
+            )
+        }
+    }
+
+    /// Joins a group through `create` (given the C strings), naming `backend` in errors.
+    fn join(
+        backend: &str,
+        store: &StoreAddr,
+        rank: usize,
+        world: usize,
+        timeout: Duration,
+        device: Device,
+        create: impl FnOnce(&JoinArgs) -> *mut ffi::OvePg,
+    ) -> Result<Self> {
         anyhow::ensure!(
             world >= 1 && rank < world,
             "rank {rank} of world size {world}"
         );
         let host = CString::new(store.host.as_str()).context("store host")?;
         let prefix = CString::new(store.prefix.as_str()).context("store prefix")?;
-        let iface = iface.map(CString::new).transpose().context("interface")?;
         let mut err = std::ptr::null_mut();
-        // SAFETY: valid NUL-terminated strings for the duration of the call.
-        let ptr = unsafe {
-            ffi::ove_pg_new_gloo(
-                host.as_ptr(),
-                store.port,
-                store.is_server,
-                rank as i32,
-                world as i32,
-                timeout.as_millis().min(i64::MAX as u128) as i64,
-                prefix.as_ptr(),
-                iface.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
-                &mut err,
-            )
-        };
+        let ptr = create(&JoinArgs {
+            host: host.as_ptr(),
+            prefix: prefix.as_ptr(),
+            timeout_ms: timeout.as_millis().min(i64::MAX as u128) as i64,
+            err: &mut err,
+        });
         if ptr.is_null() {
             return Err(anyhow!(take_error(err))).with_context(|| {
                 format!(
-                    "rank {rank} of {world}: joining the Gloo group at {}:{} (timeout {:?})",
+                    "rank {rank} of {world}: joining the {backend} group at {}:{} (timeout {:?})",
                     store.host, store.port, timeout
                 )
             });
@@ -201,7 +293,13 @@ impl ProcessGroup {
             rank,
             world,
             timeout,
+            device,
         })
+    }
+
+    /// Where this group's tensors live: the CPU (Gloo) or this rank's GPU (NCCL).
+    pub fn device(&self) -> Device {
+        self.device
     }
 
     pub fn rank(&self) -> usize {
@@ -336,5 +434,29 @@ impl Drop for StoreServer {
     fn drop(&mut self) {
         // SAFETY: ptr came from the shim and is freed once.
         unsafe { ffi::ove_store_free(self.ptr) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without a GPU (or without the `nccl` feature) asking for an NCCL group is an error
+    /// that says so, before any rendezvous, never an abort.
+    #[test]
+    fn an_nccl_group_without_a_gpu_is_an_error() {
+        if tch::Cuda::is_available() {
+            return; // a GPU machine: the GPU script exercises the group itself
+        }
+        let store = StoreAddr {
+            host: "127.0.0.1".into(),
+            port: 1,
+            is_server: false,
+            prefix: "t/".into(),
+        };
+        let err =
+            ProcessGroup::nccl(&store, 0, 1, Duration::from_secs(1), 0).expect_err("no GPU here");
+        let text = format!("{err:#}");
+        assert!(text.contains("NCCL"), "{text}");
     }
 }

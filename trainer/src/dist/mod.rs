@@ -39,21 +39,34 @@ pub struct Dist {
 }
 
 impl Dist {
-    /// Joins the group the environment describes (every rank must).
-    pub fn init(env: LaunchEnv, timeout: Duration) -> Result<Self> {
-        let group = ProcessGroup::gloo(
-            &env.store(),
-            env.rank,
-            env.world,
-            timeout,
-            env.gloo_iface.as_deref(),
-        )?;
+    /// Joins the group the environment describes (every rank must): Gloo when this rank
+    /// trains on the CPU, NCCL on `cuda:LOCAL_RANK` when it trains on a GPU.
+    pub fn init(env: LaunchEnv, timeout: Duration, device: Device) -> Result<Self> {
+        let store = env.store();
+        let group = if device.is_cuda() {
+            ProcessGroup::nccl(&store, env.rank, env.world, timeout, env.local_rank)?
+        } else {
+            ProcessGroup::gloo(
+                &store,
+                env.rank,
+                env.world,
+                timeout,
+                env.gloo_iface.as_deref(),
+            )?
+        };
         info!(
             rank = env.rank,
             world = env.world,
-            "joined the Gloo process group"
+            device = ?group.device(),
+            backend = if device.is_cuda() { "NCCL" } else { "Gloo" },
+            "joined the process group"
         );
         Ok(Self { env, group })
+    }
+
+    /// Where the group's collectives read and write: the CPU (Gloo) or this rank's GPU.
+    pub fn device(&self) -> Device {
+        self.group.device()
     }
 
     pub fn rank(&self) -> usize {
@@ -71,14 +84,14 @@ impl Dist {
 
     /// The sum over ranks of `x` (in f64).
     pub fn sum_f64(&self, x: f64) -> Result<f64> {
-        let t = Tensor::from_slice(&[x]);
+        let t = Tensor::from_slice(&[x]).to_device(self.device());
         self.group.all_reduce(&t, ReduceOp::Sum)?.wait()?;
         Ok(t.double_value(&[0]))
     }
 
     /// The sum over ranks of `x`.
     pub fn sum_i64(&self, x: i64) -> Result<i64> {
-        let t = Tensor::from_slice(&[x]);
+        let t = Tensor::from_slice(&[x]).to_device(self.device());
         self.group.all_reduce(&t, ReduceOp::Sum)?.wait()?;
         Ok(t.int64_value(&[0]))
     }
@@ -90,7 +103,7 @@ impl Dist {
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         tch::no_grad(|| -> Result<()> {
             for (name, t) in &vars {
-                let buf = cpu_contiguous(t);
+                let buf = on_device_contiguous(t, self.device());
                 self.group
                     .broadcast(&buf, 0)?
                     .wait()
@@ -110,13 +123,13 @@ impl Dist {
     }
 }
 
-/// `t` itself when it is a contiguous CPU tensor (Gloo reads and writes CPU memory),
-/// otherwise a contiguous CPU copy.
-pub(crate) fn cpu_contiguous(t: &Tensor) -> Tensor {
-    if t.device() == Device::Cpu && t.is_contiguous() {
+/// `t` itself when it is contiguous on `device` (the group's: Gloo reads and writes CPU
+/// memory, NCCL its GPU's), otherwise a contiguous copy there.
+pub(crate) fn on_device_contiguous(t: &Tensor, device: Device) -> Tensor {
+    if t.device() == device && t.is_contiguous() {
         t.shallow_clone()
     } else {
-        t.to_device(Device::Cpu).contiguous()
+        t.to_device(device).contiguous()
     }
 }
 

@@ -17,7 +17,7 @@ use std::time::Instant;
 use anyhow::{bail, ensure, Context, Result};
 use tch::{Device, Kind, Tensor};
 
-use super::{bytes_of, cpu_contiguous, Dist, ReduceOp};
+use super::{bytes_of, on_device_contiguous, Dist, ReduceOp};
 use crate::train::fused::fused_adamw;
 use crate::train::optim::{AdamW, AdamWConfig, ParamState};
 
@@ -57,6 +57,8 @@ pub struct ZeroAdamW {
     mine: Vec<usize>,
     /// The parameters' dtype (all trained parameters share it).
     kind: Kind,
+    /// The group's device: where the shard, the moments and the flat buffers live.
+    device: Device,
     /// Elements a rank's block holds (its group, padded to the largest group).
     shard: i64,
     /// Where this rank's block starts in the flat vector.
@@ -71,13 +73,13 @@ pub struct ZeroAdamW {
     unsharded_bytes: u64,
 }
 
-/// `parts` placed at `offsets` in a zero vector of `len` elements of `kind`.
-fn place(parts: &[Tensor], offsets: &[i64], len: i64, kind: Kind) -> Tensor {
-    let out = Tensor::zeros([len], (kind, Device::Cpu));
+/// `parts` placed at `offsets` in a zero vector of `len` elements of `kind` on `device`.
+fn place(parts: &[Tensor], offsets: &[i64], len: i64, kind: Kind, device: Device) -> Tensor {
+    let out = Tensor::zeros([len], (kind, device));
     for (t, &at) in parts.iter().zip(offsets) {
         let n = t.numel() as i64;
         out.narrow(0, at, n)
-            .copy_(&cpu_contiguous(t).to_kind(kind).view([-1]));
+            .copy_(&on_device_contiguous(t, device).to_kind(kind).view([-1]));
     }
     out
 }
@@ -107,6 +109,7 @@ impl ZeroAdamW {
     /// its block of the masters and moments; the rest is dropped.
     pub fn from_full(full: AdamW, dist: &Dist) -> Result<Self> {
         let world = dist.world();
+        let device = dist.device();
         let kind = full.params.first().map_or(Kind::Float, |p| p.param.kind());
         for p in &full.params {
             ensure!(
@@ -118,8 +121,8 @@ impl ZeroAdamW {
                 p.param.kind()
             );
             ensure!(
-                p.param.device() == Device::Cpu && p.param.is_contiguous(),
-                "ZeRO-1 runs on the Gloo (CPU) group here: {} is on {:?}",
+                p.param.device() == device && p.param.is_contiguous(),
+                "ZeRO-1 over a group on {device:?}: {} is on {:?}",
                 p.name,
                 p.param.device()
             );
@@ -146,7 +149,7 @@ impl ZeroAdamW {
         let block = |parts: Vec<Tensor>| -> Tensor {
             let own: Vec<Tensor> = mine.iter().map(|&i| parts[i].shallow_clone()).collect();
             let at: Vec<i64> = mine.iter().map(|&i| offsets[i] - lo).collect();
-            place(&own, &at, shard, Kind::Float)
+            place(&own, &at, shard, Kind::Float, device)
         };
         let low_precision = kind != Kind::Float && kind != Kind::Double;
         let master = low_precision.then(|| {
@@ -183,6 +186,7 @@ impl ZeroAdamW {
             numels,
             mine,
             kind,
+            device,
             shard,
             lo,
             master,
@@ -242,13 +246,13 @@ impl ZeroAdamW {
                     if g.defined() {
                         g
                     } else {
-                        Tensor::zeros([n], (self.kind, Device::Cpu))
+                        Tensor::zeros([n], (self.kind, self.device))
                     }
                 })
                 .collect();
-            let grad_flat = place(&grads, &self.offsets, padded, self.kind);
+            let grad_flat = place(&grads, &self.offsets, padded, self.kind, self.device);
             drop(grads);
-            let summed = Tensor::zeros([self.shard], (self.kind, Device::Cpu));
+            let summed = Tensor::zeros([self.shard], (self.kind, self.device));
             timed(&mut || {
                 dist.group
                     .reduce_scatter(&summed, &grad_flat)?
@@ -259,7 +263,7 @@ impl ZeroAdamW {
             let mut g = summed.to_kind(Kind::Float);
             // Each parameter's squared norm, from its owner; summed and rooted in f32 as
             // one process's clip_grad_norm does.
-            let sq = Tensor::zeros([self.params.len() as i64], (Kind::Float, Device::Cpu));
+            let sq = Tensor::zeros([self.params.len() as i64], (Kind::Float, self.device));
             for &i in &self.mine {
                 sq.get(i as i64)
                     .copy_(&self.part(&g, i).square().sum(Kind::Float));
@@ -321,8 +325,8 @@ impl ZeroAdamW {
                 .iter()
                 .map(|&i| self.offsets[i] - self.lo)
                 .collect();
-            let block = place(&own, &at, self.shard, self.kind);
-            let new = Tensor::zeros([padded], (self.kind, Device::Cpu));
+            let block = place(&own, &at, self.shard, self.kind, self.device);
+            let new = Tensor::zeros([padded], (self.kind, self.device));
             timed(&mut || {
                 dist.group
                     .all_gather(&new, &block)?
@@ -345,7 +349,7 @@ impl ZeroAdamW {
     pub fn gather(&self, dist: &Dist) -> Result<AdamW> {
         let padded = self.shard * dist.world() as i64;
         let gather = |part: &Tensor, what: &str| -> Result<Tensor> {
-            let out = Tensor::zeros([padded], (Kind::Float, Device::Cpu));
+            let out = Tensor::zeros([padded], (Kind::Float, self.device));
             dist.group
                 .all_gather(&out, part)?
                 .wait()

@@ -308,7 +308,7 @@ pub fn run_in(cfg: &TrainRun, dist: Option<&Dist>) -> Result<Vec<StepStats>> {
     }
     let mut order = epoch_order(units.len(), cursor.rng);
     let mut opt = match (dist, cfg.zero1) {
-        (Some(d), true) => Held::Zero1(ZeroAdamW::from_full(full, d)?, d),
+        (Some(d), true) => Held::Zero1(Box::new(ZeroAdamW::from_full(full, d)?), d),
         _ => Held::Full(full),
     };
 
@@ -550,7 +550,7 @@ pub fn run_in(cfg: &TrainRun, dist: Option<&Dist>) -> Result<Vec<StepStats>> {
 /// group it is sharded over.
 enum Held<'a> {
     Full(AdamW),
-    Zero1(ZeroAdamW, &'a Dist),
+    Zero1(Box<ZeroAdamW>, &'a Dist),
 }
 
 /// Logs the optimizer state held per rank, and (rank 0) writes it with the group's shape
