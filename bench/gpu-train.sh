@@ -10,8 +10,10 @@
 #    side by side (same seed, so the same weights and tokens; bf16 rounding apart).
 # 2. ove-train at the anchor's packing (--sample-lens anchor), 1.7B and 4B, with the
 #    kernels its training uses by default (varlen flash, rms_norm, chunked loss, fused
-#    AdamW), phase times (forward, LM head + loss, backward, clip + AdamW), and 4B again
-#    with --checkpoint-layers (memory against time).
+#    AdamW), phase times (forward, LM head + loss, backward, clip + AdamW); 1.7B with the
+#    vision tower in the step (the released RICE-ViT shape, 4 document images of 812 px =
+#    4 x 3364 patches, their 4 x 841 merged tokens opening the first four samples); 4B
+#    again with --checkpoint-layers (memory against time).
 # 3. The anchor itself (dense causal and packed varlen rows, both shapes).
 # 4. The eager reference of the same dense step (bench/gpu_train_reference.py), 1.7B.
 # Then the RESULT / PHASES / PT_EAGER lines side by side. Needs python3 with a CUDA build
@@ -43,6 +45,7 @@ run check-flash 120 "${B[@]}" "${CHECK[@]}" --packed-attention flash
 for preset in qwen3-1.7b qwen3-4b; do
   run "ove $preset" 240 "${B[@]}" --preset $preset --seq-len 8192 --sample-lens anchor --warmup 3 --steps 8
 done
+run "ove qwen3-1.7b + vision" 240 "${B[@]}" --preset qwen3-1.7b --seq-len 8192 --sample-lens anchor --vision-images 4 --image-side 812 --warmup 2 --steps 5
 run "ove qwen3-4b checkpointed" 240 "${B[@]}" --preset qwen3-4b --seq-len 8192 --sample-lens anchor --warmup 2 --steps 5 --checkpoint-layers
 ANCHOR=../shared/bench/pt_train_anchor.py
 [ -f "$ANCHOR" ] && run anchor 300 python3 "$ANCHOR"

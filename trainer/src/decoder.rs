@@ -491,6 +491,51 @@ impl Qwen3 {
         Ok(self.norm.forward(&x))
     }
 
+    /// Which attention kernel a forward over `embeds` `[B, T, H]` with `mask` runs, in
+    /// words: varlen flash attention for packed rows where it applies, otherwise the
+    /// backend scaled_dot_product_attention picks for these shapes, dtype, device and mask
+    /// (`aten::_fused_sdp_choice`: flash, memory-efficient, cuDNN or the math fallback).
+    pub fn attention_kernel(&self, embeds: &Tensor, mask: &AttentionMask) -> Result<String> {
+        let (b, t, _) = embeds.size3()?;
+        let spec = mask.spec(t, 0, embeds, self.exec.packed_attention)?;
+        if spec.varlen.is_some() {
+            return Ok(
+                "varlen flash attention (aten::_flash_attention_forward, cu_seqlens)".into(),
+            );
+        }
+        let (heads, hd) = (
+            self.config.num_attention_heads as i64,
+            self.config.head_dim() as i64,
+        );
+        let q = Tensor::zeros([b, heads, t, hd], (embeds.kind(), embeds.device()));
+        let choice = Tensor::f_internal_fused_sdp_choice(
+            &q,
+            &q,
+            &q,
+            spec.mask.as_ref(),
+            0.0,
+            spec.is_causal,
+            None,
+            false,
+        )?;
+        let name = match choice {
+            0 => "math (unfused)",
+            1 => "flash",
+            2 => "memory-efficient",
+            3 => "cuDNN",
+            4 => "overrideable",
+            _ => "none (no kernel fits)",
+        };
+        Ok(format!(
+            "scaled_dot_product_attention: {name} (_fused_sdp_choice = {choice}; {})",
+            if spec.mask.is_some() {
+                "with a boolean mask"
+            } else {
+                "causal, no mask"
+            }
+        ))
+    }
+
     /// [`Self::forward_embeds`] for training with activation checkpointing: the layers run
     /// without autograd, keeping only their inputs; the returned hidden states hang off a
     /// leaf (the last layer's output), so their backward stops there. Then

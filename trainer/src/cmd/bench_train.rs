@@ -8,7 +8,7 @@ use tch::Device;
 
 use crate::cmd::exec::ExecArgs;
 use crate::device::parse_device;
-use crate::train::bench::{preset, run_bench, BenchConfig};
+use crate::train::bench::{preset, released_rice_vit, run_bench, BenchConfig, VisionBench};
 use crate::train::run::default_peak_flops;
 
 /// The arguments of `ove-train bench-train`.
@@ -60,6 +60,14 @@ pub struct BenchTrainArgs {
     pub sample_lens: Option<String>,
     #[command(flatten)]
     pub exec: ExecArgs,
+    /// Put the vision tower (the released RICE-ViT shape: width 1024, 24 blocks) and the
+    /// merger in the step: this many document-sized images a row, their merged tokens at
+    /// the start of the first samples (the whole model trains).
+    #[arg(long, value_name = "N")]
+    pub vision_images: Option<usize>,
+    /// Side of each square image, in pixels (a multiple of 28).
+    #[arg(long, default_value_t = 896, value_name = "PX")]
+    pub image_side: usize,
 }
 
 /// The packed eager anchor's 11 sample lengths (8192 tokens).
@@ -97,6 +105,8 @@ impl BenchTrainArgs {
             phase_times,
             sample_lens,
             exec,
+            vision_images,
+            image_side,
         } = self;
         let exec = exec.exec()?;
         let sample_lens = sample_lens.as_deref().map(parse_lens).transpose()?;
@@ -112,6 +122,7 @@ impl BenchTrainArgs {
             Some(other) => bail!("--dtype {other:?}: expected bf16 or f32"),
         };
         let peak_flops = peak_tflops.map_or_else(|| default_peak_flops(device), |t| t * 1e12);
+        let text_hidden = text.hidden_size;
         let cfg = BenchConfig {
             text,
             seq_len,
@@ -126,12 +137,22 @@ impl BenchTrainArgs {
             phase_times,
             sample_lens: sample_lens.clone(),
             exec,
+            vision: vision_images.map(|images| VisionBench {
+                images,
+                side: image_side,
+                config: released_rice_vit(text_hidden),
+            }),
         };
         let r = run_bench(&cfg, device)?;
         let t = &cfg.text;
         let mean = r.step_seconds.iter().sum::<f64>() / r.step_seconds.len() as f64;
         println!(
-            "ove-train bench-train: {preset_name} text-only decoder (hidden {}, {} layers, {} q / {} kv heads x {}, MLP {}, vocab {}, tied {}), {:.3}B parameters",
+            "ove-train bench-train: {preset_name}{} decoder (hidden {}, {} layers, {} q / {} kv heads x {}, MLP {}, vocab {}, tied {}), {:.3}B parameters",
+            if r.patches_per_step > 0 {
+                " + RICE-ViT (released shape) + merger +"
+            } else {
+                " text-only"
+            },
             t.hidden_size,
             t.num_hidden_layers,
             t.num_attention_heads,
@@ -158,11 +179,17 @@ impl BenchTrainArgs {
             exec.checkpoint_layers,
             crate::train::loss::loss_chunk_rows(exec.loss_chunk_rows, t.vocab_size as i64),
         );
+        println!("attention kernel: {}", r.attention_kernel);
         println!(
-            "RESULT impl=ove-train layout={} ckpt={} params={} tokens_per_step={} step_ms={:.1} tokens_per_s={:.0} mfu={:.2}% peak_tflops={:.0}",
+            "RESULT impl=ove-train layout={}{} ckpt={} params={} tokens_per_step={} step_ms={:.1} tokens_per_s={:.0} mfu={:.2}% peak_tflops={:.0}",
             match &sample_lens {
                 Some(l) if l.len() > 1 => format!("packed-{:?}", exec.packed_attention).to_lowercase(),
                 _ => "dense-causal".into(),
+            },
+            if r.patches_per_step > 0 {
+                format!("+vision({}patches,{:.2}Bparams)", r.patches_per_step, r.vision_params as f64 / 1e9)
+            } else {
+                String::new()
             },
             exec.checkpoint_layers,
             r.params,

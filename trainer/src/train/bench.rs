@@ -15,10 +15,11 @@ use anyhow::{bail, ensure, Result};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
-use ove_core::config::TextConfig;
+use ove_core::config::{ModelConfig, TextConfig, VisionConfig};
 
 use crate::decoder::{AttentionMask, DecoderExec, Qwen3};
 use crate::device::synchronize;
+use crate::model::{Images, LlavaOneVision};
 use crate::train::optim::{clip_grad_norm, AdamW, AdamWConfig};
 use crate::train::step::{decoder_backward, Phase};
 
@@ -71,6 +72,52 @@ pub struct BenchConfig {
     /// a sample); `None`: one causal sequence of `seq_len`.
     pub sample_lens: Option<Vec<i64>>,
     pub exec: DecoderExec,
+    /// The vision tower and merger in the step too: document images whose merged tokens
+    /// open the row's first samples.
+    pub vision: Option<VisionBench>,
+}
+
+/// The vision part of a `bench-train` step: `images` square images of `side` pixels a row
+/// through a vision tower of `config`'s shape (`bench-train` uses [`released_rice_vit`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VisionBench {
+    pub images: usize,
+    pub side: usize,
+    pub config: VisionConfig,
+}
+
+/// The released RICE-ViT (MODEL.md: width 1024, 24 blocks, 16 heads, MLP 4096, patch 14,
+/// merge 2) feeding a decoder of width `text_hidden`.
+pub fn released_rice_vit(text_hidden: usize) -> VisionConfig {
+    VisionConfig {
+        depth: 24,
+        hidden_size: 1024,
+        num_heads: 16,
+        intermediate_size: 4096,
+        patch_size: 14,
+        spatial_merge_size: 2,
+        layer_norm_eps: 1e-5,
+        text_hidden_size: text_hidden,
+        in_channels: 3,
+        temporal_patch_size: 1,
+        hidden_act: "gelu".into(),
+        rope_theta: None,
+    }
+}
+
+/// The model a bench step trains: the decoder alone, or the whole LLaVA-OneVision model.
+enum BenchModel {
+    Text(Qwen3),
+    Vlm(Box<LlavaOneVision>),
+}
+
+impl BenchModel {
+    fn decoder(&self) -> &Qwen3 {
+        match self {
+            BenchModel::Text(d) => d,
+            BenchModel::Vlm(m) => &m.decoder,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -87,6 +134,12 @@ pub struct BenchReport {
     /// Mean milliseconds of (forward, LM head + loss forward and backward, backward,
     /// clip + AdamW) over the timed steps, with `phase_times`.
     pub phase_ms: Option<[f64; 4]>,
+    /// The attention kernel the decoder's forward runs (in words).
+    pub attention_kernel: String,
+    /// Vision tower and merger parameters (in `params`) and patches a step, with a vision
+    /// row.
+    pub vision_params: i64,
+    pub patches_per_step: i64,
 }
 
 /// Builds the model on `device`, runs `warmup` then `steps` timed steps on random tokens.
@@ -95,16 +148,47 @@ pub fn run_bench(cfg: &BenchConfig, device: Device) -> Result<BenchReport> {
     ensure!(cfg.seq_len > 1 && cfg.batch > 0, "bad shape");
     tch::manual_seed(cfg.seed);
     let mut vs = VarStore::new(device);
-    let mut model = Qwen3::new(vs.root() / "model", vs.root() / "lm_head", &cfg.text)?;
-    model.exec = cfg.exec;
+    let vocab = cfg.text.vocab_size as i64;
+    // With images, the last id is the image pad (random text never draws it).
+    let image_token = vocab - 1;
+    let mut model = match &cfg.vision {
+        None => BenchModel::Text(Qwen3::new(
+            vs.root() / "model",
+            vs.root() / "lm_head",
+            &cfg.text,
+        )?),
+        Some(v) => BenchModel::Vlm(Box::new(LlavaOneVision::new(
+            &vs.root(),
+            &ModelConfig {
+                model_type: "llavaonevision1_5".into(),
+                vision_config: VisionConfig {
+                    text_hidden_size: cfg.text.hidden_size,
+                    ..v.config.clone()
+                },
+                text_config: cfg.text.clone(),
+                image_token_id: image_token,
+                vision_start_token_id: None,
+                vision_end_token_id: None,
+                video_token_id: None,
+            },
+        )?)),
+    };
+    match &mut model {
+        BenchModel::Text(d) => d.exec = cfg.exec,
+        BenchModel::Vlm(m) => m.decoder.exec = cfg.exec,
+    }
     if cfg.bf16 {
         vs.bfloat16();
     }
-    let params: i64 = vs
-        .trainable_variables()
-        .iter()
-        .map(|t| t.numel() as i64)
-        .sum();
+    let count = |prefix: Option<&str>| -> i64 {
+        vs.variables()
+            .iter()
+            .filter(|(n, _)| prefix.is_none_or(|p| n.starts_with(p)))
+            .map(|(_, t)| t.numel() as i64)
+            .sum()
+    };
+    let params = count(None);
+    let vision_params = count(Some("visual."));
     let mut opt = AdamW::new(
         &vs,
         AdamWConfig {
@@ -123,9 +207,61 @@ pub fn run_bench(cfg: &BenchConfig, device: Device) -> Result<BenchReport> {
         }
         None => vec![t],
     };
-    let vocab = cfg.text.vocab_size as i64;
-    let ids = Tensor::randint(vocab, [b, t], (Kind::Int64, device));
-    let targets = Tensor::randint(vocab, [b, t], (Kind::Int64, device));
+    let text_vocab = if cfg.vision.is_some() {
+        vocab - 1
+    } else {
+        vocab
+    };
+    let ids = Tensor::randint(text_vocab, [b, t], (Kind::Int64, device));
+    let targets = Tensor::randint(text_vocab, [b, t], (Kind::Int64, device));
+    // The images: random pixels (already normalised patches), each image's merged tokens
+    // at the start of sample i of every row (all at the row's start without packing).
+    let mut pixels = None;
+    let mut grids = Vec::new();
+    let mut patches = 0i64;
+    if let Some(v) = &cfg.vision {
+        let patch = v.config.patch_size;
+        let per_side = v.side / patch;
+        ensure!(
+            v.images > 0 && per_side >= 2 && per_side.is_multiple_of(2),
+            "--vision-images {} of {} px: need images of at least {} px, a multiple of that",
+            v.images,
+            v.side,
+            2 * patch
+        );
+        let tokens = (per_side * per_side / 4) as i64;
+        let starts: Vec<i64> = if lens.len() > 1 {
+            ensure!(
+                v.images <= lens.len(),
+                "{} images for {} samples: one image a sample at most",
+                v.images,
+                lens.len()
+            );
+            lens.iter()
+                .scan(0, |at, &l| Some(std::mem::replace(at, *at + l)))
+                .collect()
+        } else {
+            (0..v.images as i64).map(|i| i * tokens).collect()
+        };
+        for (i, &start) in starts.iter().take(v.images).enumerate() {
+            let room = if lens.len() > 1 { lens[i] } else { t - start };
+            ensure!(
+                tokens < room,
+                "an image of {} px is {tokens} tokens: it does not fit its sample of {room}",
+                v.side
+            );
+            let _ = ids.narrow(1, start, tokens).fill_(image_token);
+        }
+        grids = vec![[1, per_side, per_side]; v.images * b as usize];
+        patches = (grids.len() * per_side * per_side) as i64;
+        let kind = if cfg.bf16 {
+            Kind::BFloat16
+        } else {
+            Kind::Float
+        };
+        let row = (v.config.in_channels * patch * patch) as i64;
+        pixels = Some(Tensor::randn([patches, row], (kind, device)));
+    }
     let row_positions: Vec<i64> = lens.iter().flat_map(|&l| 0..l).collect();
     let positions = Tensor::from_slice(&row_positions)
         .to_device(device)
@@ -148,6 +284,22 @@ pub fn run_bench(cfg: &BenchConfig, device: Device) -> Result<BenchReport> {
     } else {
         AttentionMask::Causal
     };
+    let attention_kernel = {
+        let _no_grad = tch::no_grad_guard();
+        let probe = Tensor::zeros(
+            [b, t, cfg.text.hidden_size as i64],
+            (
+                if cfg.bf16 {
+                    Kind::BFloat16
+                } else {
+                    Kind::Float
+                },
+                device,
+            ),
+        );
+        model.decoder().attention_kernel(&probe, &mask)?
+    };
+    tracing::info!(kernel = %attention_kernel, "decoder attention");
     let mut losses = Vec::new();
     let mut step_seconds = Vec::new();
     let mut phase_sums = [0.0f64; 4];
@@ -168,9 +320,16 @@ pub fn run_bench(cfg: &BenchConfig, device: Device) -> Result<BenchReport> {
         let mut mark = start;
         let mut phases = [0.0f64; 4];
         opt.zero_grad();
+        let embeds = match (&model, &pixels) {
+            (BenchModel::Vlm(m), Some(px)) => {
+                let images = m.encode_images(&Images::new(px, &grids))?.image_embeds;
+                m.embed(&ids, Some(&images))?
+            }
+            _ => model.decoder().embed(&ids),
+        };
         let (loss, _) = decoder_backward(
-            &model,
-            &model.embed(&ids),
+            model.decoder(),
+            &embeds,
             &positions,
             &mask,
             &targets,
@@ -217,7 +376,16 @@ pub fn run_bench(cfg: &BenchConfig, device: Device) -> Result<BenchReport> {
         * (c.num_hidden_layers * c.num_attention_heads * c.head_dim()) as f64
         * lens.iter().map(|&l| (l * l) as f64).sum::<f64>()
         * b as f64;
-    let flops = 6.0 * params as f64 * tokens as f64 + attention_flops;
+    let vision_attention = cfg.vision.as_ref().map_or(0.0, |v| {
+        // Each image attends to itself: blocks x width x (patches per image)^2.
+        let n = ((v.side / v.config.patch_size).pow(2)) as f64;
+        let width = (v.config.depth * v.config.hidden_size) as f64;
+        6.0 * width * n * n * (v.images as f64 * b as f64)
+    });
+    let flops = 6.0 * (params - vision_params) as f64 * tokens as f64
+        + 6.0 * vision_params as f64 * patches as f64
+        + attention_flops
+        + vision_attention;
     Ok(BenchReport {
         params,
         tokens_per_step: tokens,
@@ -229,6 +397,9 @@ pub fn run_bench(cfg: &BenchConfig, device: Device) -> Result<BenchReport> {
         phase_ms: cfg
             .phase_times
             .then(|| phase_sums.map(|t| t * 1e3 / cfg.steps as f64)),
+        vision_params,
+        patches_per_step: patches,
+        attention_kernel,
     })
 }
 
@@ -262,6 +433,7 @@ mod tests {
             phase_times: true,
             sample_lens: None,
             exec: DecoderExec::default(),
+            vision: None,
         };
         let r = run_bench(&cfg, Device::Cpu).unwrap();
         assert_eq!(r.step_seconds.len(), 3);
@@ -269,6 +441,11 @@ mod tests {
         assert_eq!(r.tokens_per_step, 64);
         assert!(r.tokens_per_s > 0.0 && r.mfu > 0.0);
         assert!(r.phase_ms.unwrap().iter().all(|&t| t > 0.0));
+        assert!(
+            r.attention_kernel.contains("causal, no mask"),
+            "{}",
+            r.attention_kernel
+        );
         // Same random batch every step: the loss must fall.
         assert!(r.losses[3] < r.losses[0], "{:?}", r.losses);
     }
@@ -298,16 +475,70 @@ mod tests {
                 loss_chunk_rows: Some(7),
                 ..DecoderExec::default()
             },
+            vision: None,
         };
         let r = run_bench(&cfg, Device::Cpu).unwrap();
         assert!(r.losses[2] < r.losses[0], "{:?}", r.losses);
         assert!(r.phase_ms.unwrap().iter().all(|&t| t > 0.0));
+        // On the CPU packed rows take the mask (varlen flash is CUDA only).
+        assert!(
+            r.attention_kernel.contains("boolean mask"),
+            "{}",
+            r.attention_kernel
+        );
         let bad = BenchConfig {
             sample_lens: Some(vec![10, 9]),
             ..cfg
         };
         let err = run_bench(&bad, Device::Cpu).unwrap_err();
         assert!(err.to_string().contains("add up to"), "{err}");
+    }
+
+    /// A step with the vision tower: images' merged tokens open the packed samples, the
+    /// whole model (tower, merger, decoder) trains, the loss falls.
+    #[test]
+    fn a_vision_row_trains_the_tower_too() {
+        let vision = VisionConfig {
+            depth: 2,
+            hidden_size: 32,
+            num_heads: 2,
+            intermediate_size: 64,
+            ..released_rice_vit(64)
+        };
+        let cfg = BenchConfig {
+            text: preset("tiny").unwrap(),
+            seq_len: 40,
+            batch: 1,
+            warmup: 0,
+            steps: 3,
+            bf16: false,
+            lr: 1e-2,
+            grad_clip: 1.0,
+            peak_flops: 1e12,
+            seed: 2,
+            phase_times: false,
+            sample_lens: Some(vec![20, 12, 8]),
+            exec: DecoderExec::default(),
+            vision: Some(VisionBench {
+                images: 2,
+                side: 56,
+                config: vision,
+            }),
+        };
+        let r = run_bench(&cfg, Device::Cpu).unwrap();
+        assert_eq!(r.patches_per_step, 2 * 16);
+        assert!(r.vision_params > 0 && r.vision_params < r.params);
+        assert!(r.losses[2] < r.losses[0], "{:?}", r.losses);
+        // A 56 px image is 4 tokens; one of 112 px (16) does not fit the 12-token sample.
+        let too_big = BenchConfig {
+            vision: Some(VisionBench {
+                side: 112,
+                ..cfg.vision.clone().unwrap()
+            }),
+            ..cfg
+        };
+        let err = run_bench(&too_big, Device::Cpu).unwrap_err();
+        assert!(err.to_string().contains("does not fit"), "{err}");
     }
 
     #[test]
@@ -326,6 +557,7 @@ mod tests {
             phase_times: true,
             sample_lens: None,
             exec: DecoderExec::default(),
+            vision: None,
         };
         let r = run_bench(&cfg, Device::Cpu).unwrap();
         assert!(r.losses.iter().all(|l| l.is_finite()));
