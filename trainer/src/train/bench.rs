@@ -407,6 +407,27 @@ pub fn run_bench(cfg: &BenchConfig, device: Device) -> Result<BenchReport> {
 mod tests {
     use super::*;
 
+    /// The tiny preset on the CPU in f32: `seq_len` tokens a row, `batch` rows, `steps`
+    /// timed steps after none, seed 0, phase times on.
+    fn tiny(seq_len: i64, batch: i64, steps: usize) -> BenchConfig {
+        BenchConfig {
+            text: preset("tiny").unwrap(),
+            seq_len,
+            batch,
+            warmup: 0,
+            steps,
+            bf16: false,
+            lr: 1e-2,
+            grad_clip: 1.0,
+            peak_flops: 1e12,
+            seed: 0,
+            phase_times: true,
+            sample_lens: None,
+            exec: DecoderExec::default(),
+            vision: None,
+        }
+    }
+
     #[test]
     fn presets_have_the_advertised_size() {
         let c = preset("qwen3-1.7b").unwrap();
@@ -420,20 +441,8 @@ mod tests {
     #[test]
     fn tiny_bench_runs_on_the_cpu_and_learns() {
         let cfg = BenchConfig {
-            text: preset("tiny").unwrap(),
-            seq_len: 32,
-            batch: 2,
             warmup: 1,
-            steps: 3,
-            bf16: false,
-            lr: 1e-2,
-            grad_clip: 1.0,
-            peak_flops: 1e12,
-            seed: 0,
-            phase_times: true,
-            sample_lens: None,
-            exec: DecoderExec::default(),
-            vision: None,
+            ..tiny(32, 2, 3)
         };
         let r = run_bench(&cfg, Device::Cpu).unwrap();
         assert_eq!(r.step_seconds.len(), 3);
@@ -458,24 +467,14 @@ mod tests {
     #[test]
     fn packed_bench_with_checkpointing_and_chunks_learns() {
         let cfg = BenchConfig {
-            text: preset("tiny").unwrap(),
-            seq_len: 24,
-            batch: 2,
-            warmup: 0,
-            steps: 3,
-            bf16: false,
-            lr: 1e-2,
-            grad_clip: 1.0,
-            peak_flops: 1e12,
             seed: 4,
-            phase_times: true,
             sample_lens: Some(vec![10, 9, 5]),
             exec: DecoderExec {
                 checkpoint_layers: true,
                 loss_chunk_rows: Some(7),
                 ..DecoderExec::default()
             },
-            vision: None,
+            ..tiny(24, 2, 3)
         };
         let r = run_bench(&cfg, Device::Cpu).unwrap();
         assert!(r.losses[2] < r.losses[0], "{:?}", r.losses);
@@ -506,24 +505,15 @@ mod tests {
             ..released_rice_vit(64)
         };
         let cfg = BenchConfig {
-            text: preset("tiny").unwrap(),
-            seq_len: 40,
-            batch: 1,
-            warmup: 0,
-            steps: 3,
-            bf16: false,
-            lr: 1e-2,
-            grad_clip: 1.0,
-            peak_flops: 1e12,
             seed: 2,
             phase_times: false,
             sample_lens: Some(vec![20, 12, 8]),
-            exec: DecoderExec::default(),
             vision: Some(VisionBench {
                 images: 2,
                 side: 56,
                 config: vision,
             }),
+            ..tiny(40, 1, 3)
         };
         let r = run_bench(&cfg, Device::Cpu).unwrap();
         assert_eq!(r.patches_per_step, 2 * 16);
@@ -544,20 +534,8 @@ mod tests {
     #[test]
     fn bf16_params_get_f32_master_weights() {
         let mut cfg = BenchConfig {
-            text: preset("tiny").unwrap(),
-            seq_len: 16,
-            batch: 1,
-            warmup: 0,
-            steps: 2,
             bf16: true,
-            lr: 1e-2,
-            grad_clip: 1.0,
-            peak_flops: 1e12,
-            seed: 0,
-            phase_times: true,
-            sample_lens: None,
-            exec: DecoderExec::default(),
-            vision: None,
+            ..tiny(16, 1, 2)
         };
         let r = run_bench(&cfg, Device::Cpu).unwrap();
         assert!(r.losses.iter().all(|l| l.is_finite()));
