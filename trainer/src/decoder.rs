@@ -198,6 +198,9 @@ impl Checkpointed {
     /// (the embedding table, the vision tower). The same gradients as one backward through
     /// the whole graph: each layer computes exactly what it computed in the forward.
     pub fn backward(self, decoder: &Qwen3, embeds: &Tensor) -> Result<()> {
+        if !self.last.requires_grad() {
+            return Ok(()); // nothing trained below the final norm
+        }
         let mut grad = self.last.grad();
         ensure!(
             grad.defined(),
@@ -400,6 +403,22 @@ impl DecoderLayer {
         })
     }
 
+    /// Whether any of the layer's parameters is trained (requires a gradient).
+    fn trains(&self) -> bool {
+        let a = &self.self_attn;
+        let linears = [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj]
+            .into_iter()
+            .chain([&self.mlp.gate_proj, &self.mlp.up_proj, &self.mlp.down_proj]);
+        let mut tensors = linears.flat_map(|l| std::iter::once(&l.weight).chain(l.bias.as_ref()));
+        let norms = [
+            &self.input_layernorm,
+            &self.post_attention_layernorm,
+            &a.q_norm,
+            &a.k_norm,
+        ];
+        tensors.any(Tensor::requires_grad) || norms.iter().any(|n| n.weight.requires_grad())
+    }
+
     fn forward(
         &self,
         x: &Tensor,
@@ -565,7 +584,10 @@ impl Qwen3 {
                 x = next;
             }
         }
-        let last = x.set_requires_grad(true);
+        // The layers are run again only when a gradient has somewhere to go: a trained
+        // layer, or `embeds`' own graph (a trained embedding table or vision tower).
+        let needed = embeds.requires_grad() || self.layers.iter().any(DecoderLayer::trains);
+        let last = x.set_requires_grad(needed);
         let hidden = self.norm.forward(&last);
         Ok((
             hidden,

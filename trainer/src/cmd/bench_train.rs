@@ -199,6 +199,8 @@ impl BenchTrainArgs {
             r.mfu * 100.0,
             r.peak_flops / 1e12
         );
+        let losses: Vec<String> = r.losses.iter().map(|l| format!("{l:.5}")).collect();
+        println!("LOSSES impl=ove-train {}", losses.join(" "));
         if let Some([f, h, b, o]) = r.phase_ms {
             println!(
                 "PHASES impl=ove-train forward_ms={f:.1} head+loss_ms={h:.1} backward_ms={b:.1} clip+adamw_ms={o:.1}"

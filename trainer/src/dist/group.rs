@@ -156,6 +156,11 @@ pub struct Work {
     ptr: *mut ffi::OveWork,
     /// "rank R of W: COLLECTIVE", for the error.
     what: String,
+    /// 0: the backend's own wait (Gloo blocks until done or its timeout). NCCL's plain wait
+    /// only orders the GPU stream; with a timeout it blocks the CPU until the collective is
+    /// done and throws when it is not in time, so a dead peer is an error here (and the
+    /// step's communication time is the collective's, not the time to queue it).
+    timeout_ms: i64,
     /// The tensors the collective reads and writes, kept alive until it is done.
     _keep: Handles,
 }
@@ -166,7 +171,7 @@ impl Work {
     pub fn wait(self) -> Result<()> {
         let mut err = std::ptr::null_mut();
         // SAFETY: ptr is a live work handle (freed in Drop, after this).
-        let rc = unsafe { ffi::ove_work_wait(self.ptr, 0, &mut err) };
+        let rc = unsafe { ffi::ove_work_wait(self.ptr, self.timeout_ms, &mut err) };
         if rc != 0 {
             bail!("{} failed: {}", self.what, take_error(err));
         }
@@ -335,6 +340,11 @@ impl ProcessGroup {
         }
         Ok(Work {
             ptr,
+            timeout_ms: if self.device.is_cuda() {
+                self.timeout.as_millis().clamp(1, i64::MAX as u128) as i64
+            } else {
+                0
+            },
             what: format!("rank {} of {}: {what}", self.rank, self.world),
             _keep: keep,
         })

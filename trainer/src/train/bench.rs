@@ -377,13 +377,21 @@ pub fn run_bench(cfg: &BenchConfig, device: Device) -> Result<BenchReport> {
         * lens.iter().map(|&l| (l * l) as f64).sum::<f64>()
         * b as f64;
     let vision_attention = cfg.vision.as_ref().map_or(0.0, |v| {
-        // Each image attends to itself: blocks x width x (patches per image)^2.
+        // Each image attends to all of itself (not causal: twice the causal count):
+        // blocks x width x (patches per image)^2.
         let n = ((v.side / v.config.patch_size).pow(2)) as f64;
         let width = (v.config.depth * v.config.hidden_size) as f64;
-        6.0 * width * n * n * (v.images as f64 * b as f64)
+        12.0 * width * n * n * (v.images as f64 * b as f64)
     });
+    // The tower runs on every patch, the merger on every 2x2 group of them.
+    let merger_params = count(Some("visual.merger."));
+    let merge = cfg
+        .vision
+        .as_ref()
+        .map_or(1, |v| v.config.spatial_merge_size.pow(2)) as f64;
     let flops = 6.0 * (params - vision_params) as f64 * tokens as f64
-        + 6.0 * vision_params as f64 * patches as f64
+        + 6.0 * (vision_params - merger_params) as f64 * patches as f64
+        + 6.0 * merger_params as f64 * patches as f64 / merge
         + attention_flops
         + vision_attention;
     Ok(BenchReport {
