@@ -11,7 +11,8 @@
 #    forward, the later ones the backward's updates too; bf16 rounding apart).
 # 2. ove-train at the anchor's packing (--sample-lens anchor), 1.7B and 4B, with the
 #    kernels its training uses by default (varlen flash, rms_norm, chunked loss, fused
-#    AdamW), phase times (forward, LM head + loss, backward, clip + AdamW); 1.7B with the
+#    AdamW), phase times (forward, LM head + loss, backward, clip + AdamW); 1.7B again with
+#    --fuse-projections (q/k/v and gate/up as one GEMM each); 1.7B with the
 #    vision tower in the step (the released RICE-ViT shape, 4 document images of 812 px =
 #    4 x 3364 patches, their 4 x 841 merged tokens opening the first four samples); 4B with
 #    --checkpoint-layers (bf16 weights with f32 masters and moments are 16 B a parameter,
@@ -48,6 +49,7 @@ CHECK=(--preset qwen3-1.7b --layers 2 --seq-len 8192 --sample-lens anchor --warm
 run check-mask 40 "${B[@]}" "${CHECK[@]}" --packed-attention mask
 run check-flash 40 "${B[@]}" "${CHECK[@]}" --packed-attention flash
 run "ove qwen3-1.7b" 80 "${B[@]}" --preset qwen3-1.7b --seq-len 8192 --sample-lens anchor --warmup 3 --steps 8
+run "ove qwen3-1.7b fused projections" 60 "${B[@]}" --preset qwen3-1.7b --seq-len 8192 --sample-lens anchor --warmup 3 --steps 6 --fuse-projections
 run "ove qwen3-1.7b + vision" 80 "${B[@]}" --preset qwen3-1.7b --seq-len 8192 --sample-lens anchor --vision-images 4 --image-side 812 --warmup 2 --steps 5
 run "ove qwen3-4b checkpointed" 100 "${B[@]}" --preset qwen3-4b --seq-len 8192 --sample-lens anchor --warmup 2 --steps 5 --checkpoint-layers
 ANCHOR=../shared/bench/pt_train_anchor.py

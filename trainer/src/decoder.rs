@@ -11,7 +11,7 @@ use tch::{Device, Kind, Tensor};
 
 use ove_core::config::TextConfig;
 
-use crate::layers::{activation, apply_rotary, Linear, RmsNorm, INIT_STD};
+use crate::layers::{activation, apply_rotary, linear_fused, Linear, RmsNorm, INIT_STD};
 
 /// How a packed row's block-diagonal causal attention is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -35,6 +35,9 @@ pub struct DecoderExec {
     /// backward runs each layer again with autograd ([`Qwen3::forward_checkpointed`]).
     /// One layer's activations live at a time, for about a third more compute.
     pub checkpoint_layers: bool,
+    /// q/k/v and gate/up each as one GEMM (their weights stacked a forward, still separate
+    /// parameters under their checkpoint names): fewer, larger kernels on a GPU.
+    pub fuse_projections: bool,
     /// The LM head and cross-entropy over at most this many target rows at a time, each
     /// chunk's backward run at once ([`crate::train::loss::head_loss_backward`]); `None`
     /// sizes chunks to about 1 GiB of f32 logits.
@@ -59,6 +62,9 @@ struct MaskSpec {
     is_causal: bool,
     /// Packed rows as varlen flash attention takes them, instead of a mask.
     varlen: Option<Varlen>,
+    /// q/k/v and gate/up each as one GEMM ([`DecoderExec::fuse_projections`]); carried
+    /// here because every layer's forward takes this spec.
+    fuse_projections: bool,
 }
 
 /// The samples of packed rows, laid end to end over all rows: `cu_seqlens` (int32,
@@ -90,18 +96,15 @@ impl Varlen {
 }
 
 impl AttentionMask {
-    fn spec(
-        &self,
-        t: i64,
-        past: i64,
-        embeds: &Tensor,
-        packed: PackedAttention,
-    ) -> Result<MaskSpec> {
+    fn spec(&self, t: i64, past: i64, embeds: &Tensor, exec: &DecoderExec) -> Result<MaskSpec> {
         let device = embeds.device();
+        let packed = exec.packed_attention;
+        let fuse_projections = exec.fuse_projections;
         let plain = |mask: Option<Tensor>, is_causal: bool| MaskSpec {
             mask,
             is_causal,
             varlen: None,
+            fuse_projections,
         };
         match self {
             AttentionMask::Causal if t == 1 => Ok(plain(None, false)),
@@ -144,6 +147,7 @@ impl AttentionMask {
                         mask: None,
                         is_causal: true,
                         varlen: Some(Varlen::from_sample_ids(&ids)?),
+                        fuse_projections,
                     });
                 }
                 let same = ids.unsqueeze(2).eq_tensor(&ids.unsqueeze(1));
@@ -283,18 +287,22 @@ impl Attention {
     ) -> Result<Tensor> {
         let (b, t, _) = x.size3()?;
         let hd = self.head_dim;
-        // Project, split into heads, RMSNorm q and k over head_dim, then RoPE.
-        let q = self
-            .q_norm
-            .forward(&self.q_proj.forward(x).view([b, t, self.num_heads, hd]));
-        let k = self
-            .k_norm
-            .forward(&self.k_proj.forward(x).view([b, t, self.num_kv_heads, hd]));
-        let v = self
-            .v_proj
-            .forward(x)
-            .view([b, t, self.num_kv_heads, hd])
-            .transpose(1, 2);
+        // Project (one GEMM when fused), split into heads, RMSNorm q and k over head_dim,
+        // then RoPE.
+        let (q, k, v) = if mask.fuse_projections {
+            let mut qkv = linear_fused(x, &[&self.q_proj, &self.k_proj, &self.v_proj]).into_iter();
+            let mut next = || qkv.next().expect("three projections");
+            (next(), next(), next())
+        } else {
+            (
+                self.q_proj.forward(x),
+                self.k_proj.forward(x),
+                self.v_proj.forward(x),
+            )
+        };
+        let q = self.q_norm.forward(&q.view([b, t, self.num_heads, hd]));
+        let k = self.k_norm.forward(&k.view([b, t, self.num_kv_heads, hd]));
+        let v = v.view([b, t, self.num_kv_heads, hd]).transpose(1, 2);
         let q = apply_rotary(&q.transpose(1, 2), cos, sin);
         let mut k = apply_rotary(&k.transpose(1, 2), cos, sin);
         let mut v = v;
@@ -369,10 +377,23 @@ impl Mlp {
     }
 }
 
+impl Mlp {
+    /// `down(act(gate(x)) * up(x))`, gate and up as one GEMM when `fused`.
+    fn forward_with(&self, x: &Tensor, fused: bool) -> Tensor {
+        let (gate, up) = if fused {
+            let mut gu = linear_fused(x, &[&self.gate_proj, &self.up_proj]).into_iter();
+            let gate = gu.next().expect("two projections");
+            (gate, gu.next().expect("two projections"))
+        } else {
+            (self.gate_proj.forward(x), self.up_proj.forward(x))
+        };
+        self.down_proj.forward(&((self.act)(&gate) * up))
+    }
+}
+
 impl Module for Mlp {
     fn forward(&self, x: &Tensor) -> Tensor {
-        let gated = (self.act)(&self.gate_proj.forward(x)) * self.up_proj.forward(x);
-        self.down_proj.forward(&gated)
+        self.forward_with(x, false)
     }
 }
 
@@ -431,7 +452,11 @@ impl DecoderLayer {
             x + self
                 .self_attn
                 .forward(&self.input_layernorm.forward(x), cos, sin, mask, cache)?;
-        Ok(&x + self.mlp.forward(&self.post_attention_layernorm.forward(&x)))
+        Ok(&x
+            + self.mlp.forward_with(
+                &self.post_attention_layernorm.forward(&x),
+                mask.fuse_projections,
+            ))
     }
 }
 
@@ -500,7 +525,7 @@ impl Qwen3 {
             );
         }
         let past = cache.as_ref().map_or(0, |c| c.seq_len());
-        let spec = mask.spec(t, past, embeds, self.exec.packed_attention)?;
+        let spec = mask.spec(t, past, embeds, &self.exec)?;
         let (cos, sin) = self.rope.cos_sin(positions);
         let mut x = embeds.shallow_clone();
         for (l, layer) in self.layers.iter().enumerate() {
@@ -516,7 +541,7 @@ impl Qwen3 {
     /// (`aten::_fused_sdp_choice`: flash, memory-efficient, cuDNN or the math fallback).
     pub fn attention_kernel(&self, embeds: &Tensor, mask: &AttentionMask) -> Result<String> {
         let (b, t, _) = embeds.size3()?;
-        let spec = mask.spec(t, 0, embeds, self.exec.packed_attention)?;
+        let spec = mask.spec(t, 0, embeds, &self.exec)?;
         if spec.varlen.is_some() {
             return Ok(
                 "varlen flash attention (aten::_flash_attention_forward, cu_seqlens)".into(),
@@ -572,7 +597,7 @@ impl Qwen3 {
             "positions have shape {:?}, expected [{b}, {t}]",
             positions.size()
         );
-        let spec = mask.spec(t, 0, embeds, self.exec.packed_attention)?;
+        let spec = mask.spec(t, 0, embeds, &self.exec)?;
         let (cos, sin) = self.rope.cos_sin(positions);
         let mut inputs = Vec::with_capacity(self.layers.len());
         let mut x = embeds.detach();
@@ -634,14 +659,18 @@ mod tests {
     fn flash_attention_on_the_cpu_is_an_error_not_a_crash() {
         let ids = Tensor::zeros([1, 4], (Kind::Int64, Device::Cpu));
         let embeds = Tensor::zeros([1, 4, 8], (Kind::BFloat16, Device::Cpu));
+        let flash = DecoderExec {
+            packed_attention: PackedAttention::Flash,
+            ..DecoderExec::default()
+        };
         let err = AttentionMask::Packed(ids.shallow_clone())
-            .spec(4, 0, &embeds, PackedAttention::Flash)
+            .spec(4, 0, &embeds, &flash)
             .err()
             .expect("flash on the CPU must be refused");
         assert!(err.to_string().contains("needs CUDA"), "{err}");
         // Auto takes the mask on the CPU.
         let spec = AttentionMask::Packed(ids.shallow_clone())
-            .spec(4, 0, &embeds, PackedAttention::Auto)
+            .spec(4, 0, &embeds, &DecoderExec::default())
             .unwrap();
         assert!(spec.varlen.is_none() && spec.mask.is_some());
         // The kernel itself, called on the CPU, returns ATen's error through the shim.

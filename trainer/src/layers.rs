@@ -40,6 +40,31 @@ impl Module for Linear {
     }
 }
 
+/// Several linear layers on the same input as one GEMM: their weights stacked along the
+/// output dimension (and their biases, when all have one), the output split back. The
+/// weights stay separate parameters with their checkpoint names; the stacking is a copy
+/// a forward (small next to the GEMM at training sizes), and autograd splits the gradient.
+pub fn linear_fused(x: &Tensor, parts: &[&Linear]) -> Vec<Tensor> {
+    let weights: Vec<&Tensor> = parts.iter().map(|l| &l.weight).collect();
+    let biases: Option<Vec<&Tensor>> = parts.iter().map(|l| l.bias.as_ref()).collect();
+    let sizes: Vec<i64> = parts.iter().map(|l| l.weight.size()[0]).collect();
+    let stacked_bias = biases.as_ref().map(|b| Tensor::cat(b, 0));
+    let outs = x
+        .linear(&Tensor::cat(&weights, 0), stacked_bias.as_ref())
+        .split_with_sizes(sizes.as_slice(), -1);
+    if biases.is_some() {
+        return outs;
+    }
+    // Some without a bias: add the biases there are after the split.
+    outs.into_iter()
+        .zip(parts)
+        .map(|(out, l)| match &l.bias {
+            Some(b) => out + b,
+            None => out,
+        })
+        .collect()
+}
+
 /// LayerNorm with weight and bias over the last dimension.
 #[derive(Debug)]
 pub struct LayerNorm {
@@ -144,6 +169,29 @@ mod tests {
         let x32 = x.to_kind(Kind::Float);
         let var = x32.square().mean_dim(-1, true, Kind::Float);
         w * (x32 * (var + eps).rsqrt()).to_kind(x.kind())
+    }
+
+    #[test]
+    fn fused_linears_equal_the_separate_ones() {
+        tch::manual_seed(5);
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let x = Tensor::randn([2, 3, 8], (Kind::Float, Device::Cpu));
+        let a = Linear::new(vs.root() / "a", 8, 6, true);
+        let b = Linear::new(vs.root() / "b", 8, 4, true);
+        let c = Linear::new(vs.root() / "c", 8, 5, false);
+        tch::no_grad(|| {
+            for l in [&a, &b] {
+                let _ = l.bias.as_ref().unwrap().shallow_clone().normal_(0.0, 1.0);
+            }
+        });
+        for parts in [vec![&a, &b], vec![&c, &c], vec![&a, &c, &b]] {
+            let fused = linear_fused(&x, &parts);
+            assert_eq!(fused.len(), parts.len());
+            for (f, l) in fused.iter().zip(&parts) {
+                let d = (f - l.forward(&x)).abs().max().double_value(&[]);
+                assert!(d <= 1e-6, "{d}");
+            }
+        }
     }
 
     #[test]

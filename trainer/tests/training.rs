@@ -116,8 +116,9 @@ fn packed_equals_one_by_one() {
     );
 }
 
-/// Activation checkpointing (each decoder layer run again in the backward) and the LM
-/// head's loss in chunks change where memory goes, not what is computed: on a packed row
+/// Activation checkpointing (each decoder layer run again in the backward), the LM head's
+/// loss in chunks and fused q/k/v and gate/up GEMMs change where memory and time go, not
+/// what is computed: on a packed row
 /// with three images (vision tower and merger in the graph) every parameter's gradient
 /// and the loss equal those of one plain backward of the whole loss.
 #[test]
@@ -149,17 +150,20 @@ fn checkpointed_layers_and_a_chunked_loss_give_the_same_gradients() {
             "the step's default (head and trunk backward apart)",
             false,
             None,
+            false,
         ),
-        ("checkpointed layers", true, None),
-        ("loss in chunks of 3 rows", false, Some(3)),
-        ("both", true, Some(5)),
+        ("checkpointed layers", true, None, false),
+        ("loss in chunks of 3 rows", false, Some(3), false),
+        ("fused q/k/v and gate/up", false, None, true),
+        ("all three", true, Some(5), true),
     ];
-    for (what, checkpoint_layers, loss_chunk_rows) in variants {
+    for (what, checkpoint_layers, loss_chunk_rows, fuse_projections) in variants {
         let (loss, g) = run(
             &mut l,
             DecoderExec {
                 checkpoint_layers,
                 loss_chunk_rows,
+                fuse_projections,
                 ..DecoderExec::default()
             },
         );

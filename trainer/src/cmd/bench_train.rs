@@ -170,18 +170,19 @@ impl BenchTrainArgs {
             r.losses.last().copied().unwrap_or(f64::NAN),
         );
         println!(
-            "rows: {}; packed attention {:?}, checkpointed layers {}, loss chunk rows {}",
+            "rows: {}; packed attention {:?}, checkpointed layers {}, fused projections {}, loss chunk rows {}",
             match &sample_lens {
                 Some(l) => format!("{} packed samples ({:?})", l.len(), l),
                 None => "one causal sequence".into(),
             },
             exec.packed_attention,
             exec.checkpoint_layers,
+            exec.fuse_projections,
             crate::train::loss::loss_chunk_rows(exec.loss_chunk_rows, t.vocab_size as i64),
         );
         println!("attention kernel: {}", r.attention_kernel);
         println!(
-            "RESULT impl=ove-train layout={}{} ckpt={} params={} tokens_per_step={} step_ms={:.1} tokens_per_s={:.0} mfu={:.2}% peak_tflops={:.0}",
+            "RESULT impl=ove-train layout={}{} ckpt={} fused={} params={} tokens_per_step={} step_ms={:.1} tokens_per_s={:.0} mfu={:.2}% peak_tflops={:.0}",
             match &sample_lens {
                 Some(l) if l.len() > 1 => format!("packed-{:?}", exec.packed_attention).to_lowercase(),
                 _ => "dense-causal".into(),
@@ -192,6 +193,7 @@ impl BenchTrainArgs {
                 String::new()
             },
             exec.checkpoint_layers,
+            exec.fuse_projections,
             r.params,
             r.tokens_per_step,
             mean * 1e3,

@@ -19,6 +19,10 @@ pub struct ExecArgs {
     /// in bf16, a mask elsewhere), mask, or flash (an error where it cannot run).
     #[arg(long, value_enum, default_value = "auto")]
     pub packed_attention: PackedAttention,
+    /// Run q/k/v and gate/up each as one GEMM (the weights stacked every forward; still
+    /// separate parameters, saved under their own names): fewer, larger kernels on a GPU.
+    #[arg(long)]
+    pub fuse_projections: bool,
 }
 
 impl ExecArgs {
@@ -30,6 +34,7 @@ impl ExecArgs {
             packed_attention: self.packed_attention,
             checkpoint_layers: self.checkpoint_layers,
             loss_chunk_rows: self.loss_chunk_rows,
+            fuse_projections: self.fuse_projections,
         })
     }
 }
