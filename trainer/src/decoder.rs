@@ -12,6 +12,7 @@ use tch::{Device, Kind, Tensor};
 use ove_core::config::TextConfig;
 
 use crate::layers::{activation, apply_rotary, linear_fused, Linear, RmsNorm, INIT_STD};
+use crate::train::loss::backward_from;
 
 /// How a packed row's block-diagonal causal attention is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -213,12 +214,11 @@ impl Checkpointed {
         for (layer, input) in decoder.layers.iter().zip(&self.inputs).rev() {
             let x = input.detach().set_requires_grad(true);
             let y = layer.forward(&x, &self.cos, &self.sin, &self.spec, None)?;
-            // d/dy of sum(y * g) is g, exactly: a backward that starts from g.
-            (y * &grad).sum(Kind::Float).f_backward()?;
+            backward_from(&y, &grad)?;
             grad = x.grad();
         }
         if embeds.requires_grad() {
-            (embeds * &grad).sum(Kind::Float).f_backward()?;
+            backward_from(embeds, &grad)?;
         }
         Ok(())
     }
@@ -289,16 +289,10 @@ impl Attention {
         let hd = self.head_dim;
         // Project (one GEMM when fused), split into heads, RMSNorm q and k over head_dim,
         // then RoPE.
-        let (q, k, v) = if mask.fuse_projections {
-            let mut qkv = linear_fused(x, &[&self.q_proj, &self.k_proj, &self.v_proj]).into_iter();
-            let mut next = || qkv.next().expect("three projections");
-            (next(), next(), next())
+        let [q, k, v] = if mask.fuse_projections {
+            linear_fused(x, [&self.q_proj, &self.k_proj, &self.v_proj])
         } else {
-            (
-                self.q_proj.forward(x),
-                self.k_proj.forward(x),
-                self.v_proj.forward(x),
-            )
+            [&self.q_proj, &self.k_proj, &self.v_proj].map(|l| l.forward(x))
         };
         let q = self.q_norm.forward(&q.view([b, t, self.num_heads, hd]));
         let k = self.k_norm.forward(&k.view([b, t, self.num_kv_heads, hd]));
@@ -375,17 +369,13 @@ impl Mlp {
             act: activation(&cfg.hidden_act)?,
         })
     }
-}
 
-impl Mlp {
     /// `down(act(gate(x)) * up(x))`, gate and up as one GEMM when `fused`.
     fn forward_with(&self, x: &Tensor, fused: bool) -> Tensor {
-        let (gate, up) = if fused {
-            let mut gu = linear_fused(x, &[&self.gate_proj, &self.up_proj]).into_iter();
-            let gate = gu.next().expect("two projections");
-            (gate, gu.next().expect("two projections"))
+        let [gate, up] = if fused {
+            linear_fused(x, [&self.gate_proj, &self.up_proj])
         } else {
-            (self.gate_proj.forward(x), self.up_proj.forward(x))
+            [&self.gate_proj, &self.up_proj].map(|l| l.forward(x))
         };
         self.down_proj.forward(&((self.act)(&gate) * up))
     }
@@ -517,22 +507,34 @@ impl Qwen3 {
         mask: &AttentionMask,
         mut cache: Option<&mut KvCache>,
     ) -> Result<Tensor> {
-        let (b, t, _) = embeds.size3()?;
-        if positions.size() != [b, t] {
-            bail!(
-                "positions have shape {:?}, expected [{b}, {t}]",
-                positions.size()
-            );
-        }
         let past = cache.as_ref().map_or(0, |c| c.seq_len());
-        let spec = mask.spec(t, past, embeds, &self.exec)?;
-        let (cos, sin) = self.rope.cos_sin(positions);
+        let (spec, cos, sin) = self.layer_inputs(embeds, positions, mask, past)?;
         let mut x = embeds.shallow_clone();
         for (l, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[l]);
             x = layer.forward(&x, &cos, &sin, &spec, slot)?;
         }
         Ok(self.norm.forward(&x))
+    }
+
+    /// What every layer takes besides its input, for embeddings `[B, T, H]` at `positions`
+    /// `[B, T]` after `past` cached positions: the attention spec and the rotary tables.
+    fn layer_inputs(
+        &self,
+        embeds: &Tensor,
+        positions: &Tensor,
+        mask: &AttentionMask,
+        past: i64,
+    ) -> Result<(MaskSpec, Tensor, Tensor)> {
+        let (b, t, _) = embeds.size3()?;
+        ensure!(
+            positions.size() == [b, t],
+            "positions have shape {:?}, expected [{b}, {t}]",
+            positions.size()
+        );
+        let spec = mask.spec(t, past, embeds, &self.exec)?;
+        let (cos, sin) = self.rope.cos_sin(positions);
+        Ok((spec, cos, sin))
     }
 
     /// Which attention kernel a forward over `embeds` `[B, T, H]` with `mask` runs, in
@@ -591,14 +593,7 @@ impl Qwen3 {
         positions: &Tensor,
         mask: &AttentionMask,
     ) -> Result<(Tensor, Checkpointed)> {
-        let (b, t, _) = embeds.size3()?;
-        ensure!(
-            positions.size() == [b, t],
-            "positions have shape {:?}, expected [{b}, {t}]",
-            positions.size()
-        );
-        let spec = mask.spec(t, 0, embeds, &self.exec)?;
-        let (cos, sin) = self.rope.cos_sin(positions);
+        let (spec, cos, sin) = self.layer_inputs(embeds, positions, mask, 0)?;
         let mut inputs = Vec::with_capacity(self.layers.len());
         let mut x = embeds.detach();
         {

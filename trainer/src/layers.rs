@@ -44,25 +44,24 @@ impl Module for Linear {
 /// output dimension (and their biases, when all have one), the output split back. The
 /// weights stay separate parameters with their checkpoint names; the stacking is a copy
 /// a forward (small next to the GEMM at training sizes), and autograd splits the gradient.
-pub fn linear_fused(x: &Tensor, parts: &[&Linear]) -> Vec<Tensor> {
-    let weights: Vec<&Tensor> = parts.iter().map(|l| &l.weight).collect();
+pub fn linear_fused<const N: usize>(x: &Tensor, parts: [&Linear; N]) -> [Tensor; N] {
+    let weights = parts.map(|l| &l.weight);
     let biases: Option<Vec<&Tensor>> = parts.iter().map(|l| l.bias.as_ref()).collect();
-    let sizes: Vec<i64> = parts.iter().map(|l| l.weight.size()[0]).collect();
+    let sizes = parts.map(|l| l.weight.size()[0]);
     let stacked_bias = biases.as_ref().map(|b| Tensor::cat(b, 0));
     let outs = x
         .linear(&Tensor::cat(&weights, 0), stacked_bias.as_ref())
         .split_with_sizes(sizes.as_slice(), -1);
-    if biases.is_some() {
-        return outs;
+    let mut outs: [Tensor; N] = outs.try_into().expect("one output a linear");
+    if biases.is_none() {
+        // Some without a bias: add the biases there are after the split.
+        for (out, l) in outs.iter_mut().zip(parts) {
+            if let Some(b) = &l.bias {
+                *out = &*out + b;
+            }
+        }
     }
-    // Some without a bias: add the biases there are after the split.
-    outs.into_iter()
-        .zip(parts)
-        .map(|(out, l)| match &l.bias {
-            Some(b) => out + b,
-            None => out,
-        })
-        .collect()
+    outs
 }
 
 /// LayerNorm with weight and bias over the last dimension.
@@ -184,14 +183,15 @@ mod tests {
                 let _ = l.bias.as_ref().unwrap().shallow_clone().normal_(0.0, 1.0);
             }
         });
-        for parts in [vec![&a, &b], vec![&c, &c], vec![&a, &c, &b]] {
-            let fused = linear_fused(&x, &parts);
-            assert_eq!(fused.len(), parts.len());
-            for (f, l) in fused.iter().zip(&parts) {
+        let check = |fused: &[Tensor], parts: &[&Linear]| {
+            for (f, l) in fused.iter().zip(parts) {
                 let d = (f - l.forward(&x)).abs().max().double_value(&[]);
                 assert!(d <= 1e-6, "{d}");
             }
-        }
+        };
+        check(&linear_fused(&x, [&a, &b]), &[&a, &b]);
+        check(&linear_fused(&x, [&c, &c]), &[&c, &c]);
+        check(&linear_fused(&x, [&a, &c, &b]), &[&a, &c, &b]);
     }
 
     #[test]

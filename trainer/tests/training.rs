@@ -62,6 +62,18 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[])
 }
 
+/// The parameter whose gradient differs most between `a` and `b`, and by how much.
+fn worst_diff(a: &BTreeMap<String, Tensor>, b: &BTreeMap<String, Tensor>) -> (String, f64) {
+    let mut worst = (String::new(), 0.0f64);
+    for (name, g) in a {
+        let d = max_diff(g, &b[name]);
+        if d > worst.1 {
+            worst = (name.clone(), d);
+        }
+    }
+    worst
+}
+
 #[test]
 fn packed_equals_one_by_one() {
     let l = model();
@@ -100,13 +112,7 @@ fn packed_equals_one_by_one() {
         l.vs.variables().len(),
         "every parameter gets a gradient"
     );
-    let mut worst = (String::new(), 0.0f64);
-    for (name, g) in &packed_grads {
-        let d = max_diff(g, &single_grads[name]);
-        if d > worst.1 {
-            worst = (name.clone(), d);
-        }
-    }
+    let worst = worst_diff(&packed_grads, &single_grads);
     println!("gradients: worst max|diff| {:.2e} ({})", worst.1, worst.0);
     assert!(
         worst.1 <= 1e-5,
@@ -174,13 +180,7 @@ fn checkpointed_layers_and_a_chunked_loss_give_the_same_gradients() {
             "{what}: loss {loss} vs {plain_loss}"
         );
         assert_eq!(g.len(), plain.len(), "{what}");
-        let mut worst = (String::new(), 0.0f64);
-        for (name, a) in &plain {
-            let d = max_diff(a, &g[name]);
-            if d > worst.1 {
-                worst = (name.clone(), d);
-            }
-        }
+        let worst = worst_diff(&plain, &g);
         println!(
             "{what}: loss |diff| {dl:.1e}, worst gradient |diff| {:.2e} ({})",
             worst.1, worst.0

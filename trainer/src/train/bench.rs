@@ -207,6 +207,11 @@ pub fn run_bench(cfg: &BenchConfig, device: Device) -> Result<BenchReport> {
         }
         None => vec![t],
     };
+    let kind = if cfg.bf16 {
+        Kind::BFloat16
+    } else {
+        Kind::Float
+    };
     let text_vocab = if cfg.vision.is_some() {
         vocab - 1
     } else {
@@ -220,16 +225,16 @@ pub fn run_bench(cfg: &BenchConfig, device: Device) -> Result<BenchReport> {
     let mut grids = Vec::new();
     let mut patches = 0i64;
     if let Some(v) = &cfg.vision {
-        let patch = v.config.patch_size;
+        let (patch, merge) = (v.config.patch_size, v.config.spatial_merge_size);
         let per_side = v.side / patch;
         ensure!(
-            v.images > 0 && per_side >= 2 && per_side.is_multiple_of(2),
+            v.images > 0 && per_side >= merge && per_side.is_multiple_of(merge),
             "--vision-images {} of {} px: need images of at least {} px, a multiple of that",
             v.images,
             v.side,
-            2 * patch
+            merge * patch
         );
-        let tokens = (per_side * per_side / 4) as i64;
+        let tokens = ((per_side / merge) * (per_side / merge)) as i64;
         let starts: Vec<i64> = if lens.len() > 1 {
             ensure!(
                 v.images <= lens.len(),
@@ -254,11 +259,6 @@ pub fn run_bench(cfg: &BenchConfig, device: Device) -> Result<BenchReport> {
         }
         grids = vec![[1, per_side, per_side]; v.images * b as usize];
         patches = (grids.len() * per_side * per_side) as i64;
-        let kind = if cfg.bf16 {
-            Kind::BFloat16
-        } else {
-            Kind::Float
-        };
         let row = (v.config.in_channels * patch * patch) as i64;
         pixels = Some(Tensor::randn([patches, row], (kind, device)));
     }
@@ -286,17 +286,7 @@ pub fn run_bench(cfg: &BenchConfig, device: Device) -> Result<BenchReport> {
     };
     let attention_kernel = {
         let _no_grad = tch::no_grad_guard();
-        let probe = Tensor::zeros(
-            [b, t, cfg.text.hidden_size as i64],
-            (
-                if cfg.bf16 {
-                    Kind::BFloat16
-                } else {
-                    Kind::Float
-                },
-                device,
-            ),
-        );
+        let probe = Tensor::zeros([b, t, cfg.text.hidden_size as i64], (kind, device));
         model.decoder().attention_kernel(&probe, &mask)?
     };
     tracing::info!(kernel = %attention_kernel, "decoder attention");

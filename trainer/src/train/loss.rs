@@ -15,24 +15,36 @@ pub fn token_loss_sum(
     targets: &Tensor,
     lm_head: impl Fn(&Tensor) -> Tensor,
 ) -> (Tensor, i64) {
+    let Some((hidden, targets)) = target_rows(hidden, targets) else {
+        // Keeps the graph connected so that backward() still works.
+        return (hidden.sum(Kind::Float) * 0.0, 0);
+    };
+    let logits = lm_head(&hidden).to_kind(Kind::Float);
+    let sum =
+        logits.cross_entropy_loss::<Tensor>(&targets, None, Reduction::Sum, IGNORE_INDEX, 0.0);
+    (sum, targets.size()[0])
+}
+
+/// The rows of hidden states `[B, T, H]` whose target `[B, T]` is trained on, as `[N, H]`,
+/// with those `N` targets; `None` when there are none.
+fn target_rows(hidden: &Tensor, targets: &Tensor) -> Option<(Tensor, Tensor)> {
     let h = *hidden.size().last().expect("hidden has no dimensions");
     let targets = targets.reshape([-1]);
     let keep = targets.ne(IGNORE_INDEX).nonzero().squeeze_dim(1);
-    let count = keep.size()[0];
-    if count == 0 {
-        // Keeps the graph connected so that backward() still works.
-        return (hidden.sum(Kind::Float) * 0.0, 0);
-    }
-    let hidden = hidden.reshape([-1, h]).index_select(0, &keep);
-    let logits = lm_head(&hidden).to_kind(Kind::Float);
-    let sum = logits.cross_entropy_loss::<Tensor>(
-        &targets.index_select(0, &keep),
-        None,
-        Reduction::Sum,
-        IGNORE_INDEX,
-        0.0,
-    );
-    (sum, count)
+    (keep.size()[0] > 0).then(|| {
+        (
+            hidden.reshape([-1, h]).index_select(0, &keep),
+            targets.index_select(0, &keep),
+        )
+    })
+}
+
+/// Backpropagates `grad` (the gradient of some loss with respect to `t`) through `t`'s
+/// graph: the backward of `sum(t * grad)`, whose gradient with respect to `t` is `grad`
+/// exactly. tch's `backward()` takes no output gradient; the chunked loss and the
+/// checkpointed layers resume a backward this way.
+pub fn backward_from(t: &Tensor, grad: &Tensor) -> anyhow::Result<()> {
+    Ok((t * grad).sum(Kind::Float).f_backward()?)
 }
 
 /// f32 logits one loss chunk may hold when the row count is not given: 1 GiB.
@@ -61,19 +73,14 @@ pub fn head_loss_backward(
     scale: f64,
     chunk_rows: i64,
 ) -> anyhow::Result<HeadLoss> {
-    let h = *hidden.size().last().expect("hidden has no dimensions");
-    let targets = targets.reshape([-1]);
-    let keep = targets.ne(IGNORE_INDEX).nonzero().squeeze_dim(1);
-    let count = keep.size()[0];
-    if count == 0 {
+    let Some((selected, targets)) = target_rows(hidden, targets) else {
         return Ok(HeadLoss {
             loss: 0.0,
-            count,
+            count: 0,
             trunk: None,
         });
-    }
-    let selected = hidden.reshape([-1, h]).index_select(0, &keep);
-    let targets = targets.index_select(0, &keep);
+    };
+    let count = targets.size()[0];
     let leaf = selected
         .detach()
         .set_requires_grad(selected.requires_grad());
@@ -115,8 +122,7 @@ impl HeadLoss {
     /// the head left on the hidden rows.
     pub fn backward_trunk(self) -> anyhow::Result<()> {
         if let Some((selected, grad)) = self.trunk {
-            // d/ds of sum(s * g) is g, exactly: a backward that starts from g.
-            (selected * grad).sum(Kind::Float).f_backward()?;
+            backward_from(&selected, &grad)?;
         }
         Ok(())
     }

@@ -17,10 +17,7 @@ use crate::train::packing::PackedBatch;
 
 /// `(sum of token losses, number of target tokens)` of one packed batch.
 pub fn batch_loss_sum(model: &LlavaOneVision, batch: &PackedBatch) -> Result<(Tensor, i64)> {
-    let image_embeds = batch
-        .images()
-        .map(|im| model.encode_images(&im).map(|o| o.image_embeds))
-        .transpose()?;
+    let image_embeds = batch_image_embeds(model, batch)?;
     let hidden = model.hidden_states(
         &batch.input_ids,
         image_embeds.as_ref(),
@@ -31,6 +28,14 @@ pub fn batch_loss_sum(model: &LlavaOneVision, batch: &PackedBatch) -> Result<(Te
     Ok(token_loss_sum(&hidden, &batch.targets, |h| {
         model.decoder.logits(h)
     }))
+}
+
+/// The merged embeddings of a batch's images (vision tower and merger), if it has any.
+fn batch_image_embeds(model: &LlavaOneVision, batch: &PackedBatch) -> Result<Option<Tensor>> {
+    batch
+        .images()
+        .map(|im| model.encode_images(&im).map(|o| o.image_embeds))
+        .transpose()
 }
 
 /// Forward and backward of one packed batch: `scale` x (sum of its token losses) is
@@ -44,10 +49,7 @@ pub fn batch_backward(
     batch: &PackedBatch,
     scale: f64,
 ) -> Result<(f64, i64)> {
-    let image_embeds = batch
-        .images()
-        .map(|im| model.encode_images(&im).map(|o| o.image_embeds))
-        .transpose()?;
+    let image_embeds = batch_image_embeds(model, batch)?;
     let embeds = model.embed(&batch.input_ids, image_embeds.as_ref())?;
     decoder_backward(
         &model.decoder,
