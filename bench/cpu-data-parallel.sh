@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Data-parallel training on this machine's CPU, side by side in one run: one process,
-# two ranks (Gloo, --nproc-per-node 2), and two ranks with ZeRO-1, on the same global
-# batch. Prints per run: mean step time, tokens/s, the step's split (forward+backward,
-# communication, optimizer; rank 0's, from metrics.jsonl) and the optimizer state one
-# rank holds (OUT/distributed.json). The model is the default-ocr architecture
+# two ranks (Gloo, --nproc-per-node 2) with 25 MiB gradient buckets (DDP's default) and
+# with 1 MiB ones, and two ranks with ZeRO-1, on the same global batch. Prints per run:
+# mean step time, tokens/s, the step's split (forward, LM head and loss, backward,
+# communication, optimizer; rank 0's, from metrics.jsonl), how many gradient buckets
+# started their all-reduce during the backward, and the optimizer state one rank holds
+# (OUT/distributed.json). The model is the default-ocr architecture
 # (trainer/configs/default-ocr/config.json) at random weights, on text-only samples of
 # random tokens (the step's cost does not depend on what the tokens say).
 #
@@ -51,25 +53,29 @@ run() {
 }
 run one-process
 run dp2 --nproc-per-node 2
+run dp2-1mib --nproc-per-node 2 --bucket-mib 1
 run zero1-dp2 --nproc-per-node 2 --zero1
 python3 - "$OUT" <<'PY'
 import json, sys, os
 out = sys.argv[1]
-print(f"{'run':<12} {'step s':>8} {'tokens/s':>9} {'fwd+bwd s':>10} {'comm s':>8} {'optim s':>8} {'opt state/rank':>15} {'loss (last)':>12}")
-for name in ["one-process", "dp2", "zero1-dp2"]:
+print(f"{'run':<12} {'step s':>7} {'tokens/s':>8} {'forward':>8} {'head+loss':>9} {'backward':>8} "
+      f"{'comm':>7} {'optim':>7} {'buckets':>9} {'opt state/rank':>14} {'loss (last)':>11}")
+for name in ["one-process", "dp2", "dp2-1mib", "zero1-dp2"]:
     rows = [json.loads(l) for l in open(f"{out}/{name}/metrics.jsonl")][2:]  # skip warmup
     mean = lambda f: sum(f(r) for r in rows) / len(rows)
+    t = lambda k: mean(lambda r: r["times"].get(k, 0.0))
     mem = "-"
     p = f"{out}/{name}/distributed.json"
     if os.path.exists(p):
         m = json.load(open(p))["optimizer_memory"]
         mem = f"{m['state_bytes_per_rank'] / 2**20:.1f} MiB"
-    else:
-        # One process: two f32 moments a trained parameter.
-        pass
-    print(f"{name:<12} {mean(lambda r: r['seconds']):8.3f} {mean(lambda r: r['tokens_per_s']):9.0f} "
-          f"{mean(lambda r: r['times']['forward_backward']):10.3f} {mean(lambda r: r['times']['communication']):8.4f} "
-          f"{mean(lambda r: r['times']['optimizer']):8.4f} {mem:>15} {rows[-1]['loss']:12.6f}")
+    b = rows[-1].get("buckets", 0)
+    buckets = f"{rows[-1].get('buckets_in_backward', 0)}/{b}" if b else "-"
+    print(f"{name:<12} {mean(lambda r: r['seconds']):7.3f} {mean(lambda r: r['tokens_per_s']):8.0f} "
+          f"{t('forward'):8.3f} {t('head_loss'):9.3f} {t('backward'):8.3f} {t('communication'):7.4f} "
+          f"{t('optimizer'):7.4f} {buckets:>9} {mem:>14} {rows[-1]['loss']:11.6f}")
+print("times: rank 0's seconds a step; comm: collectives the step waited for (the part of the")
+print("gradient all-reduce the backward did not hide); buckets: started during the backward / all")
 m = json.load(open(f"{out}/dp2/distributed.json"))["optimizer_memory"]
 print(f"unsharded optimizer state: {m['state_bytes_unsharded'] / 2**20:.1f} MiB ({m['trained_params']} trained parameters)")
 PY

@@ -4,7 +4,8 @@
 # by one plain process on cuda, then as rank 0 of an NCCL group (plain env launch), with
 # --zero1, and under torchrun --nproc-per-node 1; the losses side by side must agree
 # (the same code path as Gloo's tests: all-reduce of the target count, the loss and the
-# gradient buckets; ZeRO-1's reduce-scatter, norm all-reduce and all-gather).
+# gradient buckets, started from the gradient hooks during the backward; ZeRO-1's
+# reduce-scatter, norm all-reduce and all-gather).
 #
 #   bench/gpu-nccl-check.sh [OVE_TRAIN_BINARY]
 #
@@ -19,7 +20,7 @@ cd "$(dirname "$0")/.."
 BIN=${1:-}
 [ -n "$BIN" ] || { BIN=.devbin/ove-train; [ -x "$BIN" ] || BIN=target/release/ove-train; }
 BIN=$(realpath "$BIN")
-LOG=${OUT:-/tmp}/nccl.log; : > "$LOG"
+mkdir -p "${OUT:-/tmp}"; LOG=${OUT:-/tmp}/nccl.log; : > "$LOG"
 PY=${PYTHON:-python3}
 TORCH_LIB=$("$PY" -c 'import torch,os;print(os.path.join(os.path.dirname(torch.__file__),"lib"))')
 export LD_LIBRARY_PATH=$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
@@ -49,7 +50,9 @@ run() { # name, env..., -- extra args
 }
 run "one process" "$BIN" "${ARGS[@]}" --out "$W/one"
 ENV=(env WORLD_SIZE=1 RANK=0 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=29511)
-run "NCCL world 1" "${ENV[@]}" "$BIN" "${ARGS[@]}" --out "$W/nccl"
+# 1 MiB buckets: the gradient hooks start most of them on the autograd engine's CUDA
+# thread while the backward runs (buckets_in_backward in metrics.jsonl).
+run "NCCL world 1" "${ENV[@]}" "$BIN" "${ARGS[@]}" --out "$W/nccl" --bucket-mib 1
 run "NCCL world 1, ZeRO-1" "${ENV[@]}" MASTER_PORT=29512 "$BIN" "${ARGS[@]}" --out "$W/zero1" --zero1
 run "torchrun, NCCL" "$PY" -m torch.distributed.run --nproc-per-node 1 --master-port 29513 \
   --no-python "$BIN" "${ARGS[@]}" --out "$W/torchrun"
@@ -57,3 +60,4 @@ grep -h "joined the process group" "$LOG" | tail -3
 echo "== losses (4 steps)" | tee -a "$LOG"
 for r in one nccl zero1 torchrun; do printf '%-9s %s\n' "$r" "$(last_losses "$W/$r")" | tee -a "$LOG"; done
 for r in nccl zero1; do echo "$r: $(cat "$W/$r/distributed.json" 2>/dev/null | tr -d '\n ')" | tee -a "$LOG"; done
+echo "nccl buckets started in the backward / all, by step: $(python3 -c "import json,sys;print(' '.join(f\"{m.get('buckets_in_backward')}/{m.get('buckets')}\" for m in map(json.loads, open(sys.argv[1]))))" "$W/nccl/metrics.jsonl" 2>/dev/null)" | tee -a "$LOG"

@@ -1,6 +1,7 @@
 //! Builds the C++ shim over what tch does not bind: `csrc/c10d_shim.cpp` (c10d's process
-//! groups and their collectives) and `csrc/fused_ops.cpp` (fused AdamW, foreach copy,
-//! varlen flash attention), against the headers of the same libtorch
+//! groups and their collectives), `csrc/grad_reducer.cpp` (gradient all-reduce started
+//! from post-accumulate-grad hooks, overlapping the backward) and `csrc/fused_ops.cpp`
+//! (fused AdamW, foreach copy, varlen flash attention), against the headers of the same libtorch
 //! tch links (`LIBTORCH`, set by `.venv/ove-env.sh`). Gloo's headers are not in the
 //! PyTorch wheel: they come from Debian's `libgloo-dev` (`scripts/setup` installs it), or
 //! from `GLOO_INCLUDE`. Only headers are used: the Gloo code itself is inside
@@ -20,6 +21,7 @@ fn main() {
         "csrc/c10d_shim.cpp",
         "csrc/c10d_shim.h",
         "csrc/fused_ops.cpp",
+        "csrc/grad_reducer.cpp",
         "csrc/nccl_shim.cpp",
         "csrc/shim_error.h",
     ] {
@@ -66,6 +68,7 @@ fn main() {
         .std("c++17")
         .file("csrc/c10d_shim.cpp")
         .file("csrc/fused_ops.cpp")
+        .file("csrc/grad_reducer.cpp")
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .include(&gloo)

@@ -466,6 +466,17 @@ pub struct Qwen3 {
 }
 
 impl Qwen3 {
+    /// Parameters only the LM head uses (`lm_head.weight` unless tied to the embedding):
+    /// their gradients are final once the head's chunks are done, before the trunk's
+    /// backward.
+    pub fn head_only_params(&self) -> Vec<Tensor> {
+        if self.config.tie_word_embeddings {
+            Vec::new()
+        } else {
+            vec![self.lm_head.shallow_clone()]
+        }
+    }
+
     /// Builds the decoder: `model.*` under `model_vs`, `lm_head` under `lm_head_vs`.
     pub fn new(model_vs: nn::Path, lm_head_vs: nn::Path, cfg: &TextConfig) -> Result<Self> {
         let (v, h) = (cfg.vocab_size as i64, cfg.hidden_size as i64);

@@ -251,6 +251,8 @@ mod tests {
                 tokens_per_s: 1000.0 + step as f64,
                 mfu: 0.1,
                 times: Default::default(),
+                buckets: 0,
+                buckets_in_backward: 0,
             })
             .collect()
     }

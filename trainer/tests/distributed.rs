@@ -151,31 +151,50 @@ fn one_against_two(batch: usize, weight_tol: f64) -> serde_json::Value {
         "training should lower the loss: {first:?}"
     );
 
+    // Buckets of 20 KiB (the model has 2.2 MB of f32 weights): many buckets, most of
+    // which start their all-reduce from the gradient hooks while the backward runs.
     let dp = dir.path().join("dp");
     let mut args = train_args(&data, &stage, &dp, steps);
-    args.extend(["--nproc-per-node".into(), "2".into()]);
+    args.extend(["--nproc-per-node", "2", "--bucket-mib", "0.02"].map(String::from));
     ove_train(&args);
     assert_same_run(&single, &dp, 1e-6, weight_tol);
-    let breakdown = |out: &Path| -> Vec<serde_json::Value> {
+    let metrics = |out: &Path| -> Vec<serde_json::Value> {
         std::fs::read_to_string(out.join("metrics.jsonl"))
             .unwrap()
             .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["times"].clone())
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
             .collect()
     };
-    for t in breakdown(&dp) {
+    for m in metrics(&dp) {
+        let t = &m["times"];
         let part = |k: &str| t[k].as_f64().unwrap();
+        for k in ["forward", "head_loss", "backward", "optimizer"] {
+            assert!(part(k) > 0.0, "{k}: {t}");
+        }
+        let sum = part("forward") + part("head_loss") + part("backward");
         assert!(
-            part("forward_backward") > 0.0 && part("optimizer") > 0.0,
-            "{t}"
+            sum <= part("forward_backward") + 1e-9,
+            "the phases are parts of forward_backward: {t}"
         );
         assert!(
             part("communication") > 0.0,
             "a data-parallel step communicates: {t}"
         );
+        let (buckets, early) = (
+            m["buckets"].as_u64().unwrap(),
+            m["buckets_in_backward"].as_u64().unwrap(),
+        );
+        assert!(buckets > 10 && early <= buckets, "{m}");
+        // From the second step on the buckets follow the backward's order, so the
+        // first ones fill (and start) before the backward is done.
+        if m["step"].as_u64().unwrap() >= 1 {
+            assert!(early > 0, "no bucket started during the backward: {m}");
+        }
     }
-    for t in breakdown(&single) {
+    for m in metrics(&single) {
+        let t = &m["times"];
         assert_eq!(t["communication"].as_f64(), Some(0.0), "one process: {t}");
+        assert_eq!(m["buckets"].as_u64(), Some(0), "one process: {m}");
     }
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dp.join("distributed.json")).unwrap())

@@ -68,6 +68,7 @@ fn train_run(data: &Path, out: &Path, stage: StageConfig, steps: usize) -> Train
         packed: None,
         bf16: false,
         zero1: false,
+        bucket_bytes: 25 << 20,
         exec: Default::default(),
     }
 }

@@ -319,6 +319,12 @@ impl ProcessGroup {
         self.timeout
     }
 
+    /// The shim's group handle, for other parts of the shim (the gradient reducer); valid
+    /// while this group lives.
+    pub(crate) fn raw(&self) -> *mut std::ffi::c_void {
+        self.ptr.cast()
+    }
+
     /// Starts a collective on `tensors` (their pointers go to `call`, in order); the
     /// returned [`Work`] keeps them alive until it is done.
     fn work(

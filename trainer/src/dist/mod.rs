@@ -1,6 +1,7 @@
 //! Data-parallel training over libtorch's c10d: the launch environment ([`env`]), process
 //! groups and their collectives through a small C++ shim ([`group`]; Gloo on the CPU),
-//! gradient all-reduce in flat buckets ([`buckets`]), the ZeRO-1 optimizer that shards
+//! gradient all-reduce in flat buckets ([`buckets`]) started from gradient hooks while
+//! the backward runs ([`reducer`]), the ZeRO-1 optimizer that shards
 //! the f32 masters and AdamW moments ([`zero`]), and `--nproc-per-node`, a launcher that
 //! hosts the store as torchrun's agent does ([`launch`]).
 //!
@@ -15,6 +16,7 @@ pub mod buckets;
 pub mod env;
 pub mod group;
 pub mod launch;
+pub mod reducer;
 pub mod zero;
 
 use std::time::Duration;

@@ -12,6 +12,7 @@ use tch::Device;
 use tracing::{info, warn};
 
 use crate::checkpoint::{load_model, save_checkpoint, SaveOptions};
+use crate::dist::reducer::GradReducer;
 use crate::dist::zero::{unsharded_state_bytes, OptimizerMemory, ZeroAdamW};
 use crate::dist::Dist;
 use crate::train::binpack::SplitMix64;
@@ -62,6 +63,9 @@ pub struct TrainRun {
     /// ZeRO-1 (needs a process group): AdamW's moments and f32 masters sharded over the
     /// ranks.
     pub zero1: bool,
+    /// Bytes of a gradient bucket in a data-parallel run (each starts its all-reduce as
+    /// soon as the backward has made its gradients final).
+    pub bucket_bytes: u64,
     /// How the decoder runs a step (checkpointed layers, loss chunks, packed attention).
     pub exec: crate::decoder::DecoderExec,
 }
@@ -171,6 +175,12 @@ pub struct StepMetrics {
     /// Rank 0's split of `seconds` (absent in metrics written before it existed).
     #[serde(default)]
     pub times: StepTimes,
+    /// Data parallel: gradient buckets all-reduced, and how many of them started during
+    /// the backward (0 and 0 in one process and with ZeRO-1).
+    #[serde(default)]
+    pub buckets: usize,
+    #[serde(default)]
+    pub buckets_in_backward: usize,
 }
 
 /// Peak FLOP/s for the MFU estimate when none is given: an H100's dense bf16 on CUDA,
@@ -311,6 +321,15 @@ pub fn run_in(cfg: &TrainRun, dist: Option<&Dist>) -> Result<Vec<StepStats>> {
         (Some(d), true) => Held::Zero1(Box::new(ZeroAdamW::from_full(full, d)?), d),
         _ => Held::Full(full),
     };
+    let mut reducer = match (&opt, dist) {
+        (Held::Full(o), Some(d)) => Some(GradReducer::new(
+            d,
+            &o.tensors(),
+            &loaded.model.decoder.head_only_params(),
+            cfg.bucket_bytes,
+        )?),
+        _ => None,
+    };
 
     std::fs::create_dir_all(&cfg.out).with_context(|| format!("creating {}", cfg.out.display()))?;
     if resume_dir.is_none() {
@@ -400,9 +419,9 @@ pub fn run_in(cfg: &TrainRun, dist: Option<&Dist>) -> Result<Vec<StepStats>> {
             .map(|(_, members)| pack(members, cfg.device))
             .collect::<Result<Vec<_>>>()?;
         let started = Instant::now();
-        let step_opt = match (&mut opt, dist) {
+        let step_opt = match (&mut opt, reducer.as_mut()) {
             (Held::Full(o), None) => StepOptimizer::Local(o),
-            (Held::Full(o), Some(d)) => StepOptimizer::DataParallel(o, d),
+            (Held::Full(o), Some(r)) => StepOptimizer::DataParallel(o, r),
             (Held::Zero1(o, d), _) => StepOptimizer::Zero1(o, d),
         };
         let stats = train_step_with(
@@ -434,6 +453,8 @@ pub fn run_in(cfg: &TrainRun, dist: Option<&Dist>) -> Result<Vec<StepStats>> {
             tokens_per_s: tokens as f64 / seconds,
             mfu: 6.0 * n_params as f64 * tokens as f64 / seconds / peak_flops,
             times: stats.times,
+            buckets: stats.reduce.map_or(0, |r| r.buckets),
+            buckets_in_backward: stats.reduce.map_or(0, |r| r.in_backward),
         };
         if let Some(metrics) = metrics.as_mut() {
             serde_json::to_writer(&mut *metrics, &line)

@@ -7,7 +7,7 @@ use anyhow::{ensure, Result};
 use tch::Tensor;
 
 use crate::decoder::{AttentionMask, Qwen3};
-use crate::dist::buckets::all_reduce_grads;
+use crate::dist::reducer::{GradReducer, ReduceStats};
 use crate::dist::zero::ZeroAdamW;
 use crate::dist::Dist;
 use crate::model::LlavaOneVision;
@@ -49,6 +49,17 @@ pub fn batch_backward(
     batch: &PackedBatch,
     scale: f64,
 ) -> Result<(f64, i64)> {
+    batch_backward_with(model, batch, scale, &mut |_| {})
+}
+
+/// [`batch_backward`], calling `done` as each [`Phase`] ends (the vision tower and the
+/// embeddings are part of [`Phase::Forward`]).
+pub fn batch_backward_with(
+    model: &LlavaOneVision,
+    batch: &PackedBatch,
+    scale: f64,
+    done: &mut dyn FnMut(Phase),
+) -> Result<(f64, i64)> {
     let image_embeds = batch_image_embeds(model, batch)?;
     let embeds = model.embed(&batch.input_ids, image_embeds.as_ref())?;
     decoder_backward(
@@ -58,7 +69,7 @@ pub fn batch_backward(
         &batch.mask(),
         &batch.targets,
         scale,
-        &mut |_| {},
+        done,
     )
 }
 
@@ -113,10 +124,22 @@ pub fn decoder_backward(
 /// between phases is approximate there; on the CPU it is exact).
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct StepTimes {
-    /// Forward passes, losses and backward passes of this rank's micro-batches.
+    /// Forward passes, losses and backward passes of this rank's micro-batches: the sum
+    /// of the next three.
     pub forward_backward: f64,
-    /// Collectives: the target count, the loss, gradients (all-reduce or reduce-scatter),
-    /// the gradient norm, the weights (ZeRO-1's all-gather).
+    /// The vision tower, the embeddings and the decoder layers, forward.
+    #[serde(default)]
+    pub forward: f64,
+    /// The LM head and cross-entropy, forward and backward, chunk by chunk.
+    #[serde(default)]
+    pub head_loss: f64,
+    /// The backward below the LM head (checkpointed layers run again first); in a
+    /// data-parallel run, gradient buckets start their all-reduce during it.
+    #[serde(default)]
+    pub backward: f64,
+    /// Collectives the step waited for: the target count, the loss, gradients (the part
+    /// of their all-reduce the backward did not hide, or ZeRO-1's reduce-scatter), the
+    /// gradient norm, the weights (ZeRO-1's all-gather).
     pub communication: f64,
     /// Clipping and the AdamW update.
     pub optimizer: f64,
@@ -131,21 +154,33 @@ pub struct StepStats {
     pub lr: f64,
     pub targets: i64,
     pub times: StepTimes,
+    /// The gradient all-reduce of a data-parallel step (not ZeRO-1's).
+    pub reduce: Option<ReduceStats>,
 }
 
 /// The optimizer a step drives: one process's [`AdamW`], the same with gradients summed
-/// over a data-parallel group, or ZeRO-1's sharded one.
-pub enum StepOptimizer<'a> {
+/// over a data-parallel group (by a [`GradReducer`] on its parameters), or ZeRO-1's
+/// sharded one.
+pub enum StepOptimizer<'a, 'g> {
     Local(&'a mut AdamW),
-    DataParallel(&'a mut AdamW, &'a Dist),
-    Zero1(&'a mut ZeroAdamW, &'a Dist),
+    DataParallel(&'a mut AdamW, &'a mut GradReducer<'g>),
+    Zero1(&'a mut ZeroAdamW, &'g Dist),
 }
 
-impl<'a> StepOptimizer<'a> {
-    fn dist(&self) -> Option<&'a Dist> {
+impl<'g> StepOptimizer<'_, 'g> {
+    fn dist(&self) -> Option<&'g Dist> {
         match self {
             Self::Local(_) => None,
-            Self::DataParallel(_, d) | Self::Zero1(_, d) => Some(d),
+            Self::DataParallel(_, r) => Some(r.dist()),
+            Self::Zero1(_, d) => Some(d),
+        }
+    }
+
+    /// The reducer to arm before the step's last backward (data parallel only).
+    fn reducer(&self) -> Option<&GradReducer<'g>> {
+        match self {
+            Self::DataParallel(_, r) => Some(r),
+            _ => None,
         }
     }
 
@@ -156,8 +191,8 @@ impl<'a> StepOptimizer<'a> {
         }
     }
 
-    /// Gradients summed over the group (where there is one), clipped, applied; the norm
-    /// before clipping. Adds the time of the collectives to `comm`.
+    /// Gradients clipped (ZeRO-1: reduce-scattered first) and applied; the norm before
+    /// clipping. Adds the time of the collectives to `comm`.
     fn clip_and_step(&mut self, lr: f64, grad_clip: f64, loss: f64, comm: &mut f64) -> Result<f64> {
         let check = |grad_norm: f64| {
             ensure!(
@@ -167,14 +202,8 @@ impl<'a> StepOptimizer<'a> {
             );
             Ok(())
         };
-        let dist = self.dist();
         match self {
             Self::Local(o) | Self::DataParallel(o, _) => {
-                if let Some(d) = dist {
-                    let t = Instant::now();
-                    all_reduce_grads(d, &o.tensors())?;
-                    *comm += t.elapsed().as_secs_f64();
-                }
                 let norm = clip_grad_norm(&o.tensors(), grad_clip);
                 check(norm)?;
                 o.step(lr)?;
@@ -216,7 +245,7 @@ pub fn train_step(
 /// rank divides by the whole step's targets and reports the whole step's loss.
 pub fn train_step_with(
     model: &LlavaOneVision,
-    mut opt: StepOptimizer<'_>,
+    mut opt: StepOptimizer<'_, '_>,
     micro_batches: &[PackedBatch],
     lr: f64,
     grad_clip: f64,
@@ -236,10 +265,37 @@ pub fn train_step_with(
     ensure!(targets > 0, "the step has no target tokens");
     opt.zero_grad();
     let mut loss = 0.0;
-    for batch in micro_batches {
-        loss += batch_backward(model, batch, 1.0 / targets as f64)?.0;
+    let last = micro_batches.len().checked_sub(1);
+    for (k, batch) in micro_batches.iter().enumerate() {
+        // Gradients become final in the last backward: below the LM head of the last
+        // micro-batch (the head's chunks accumulate into it before).
+        let reducer = (Some(k) == last).then(|| opt.reducer()).flatten();
+        let mut mark = Instant::now();
+        loss += batch_backward_with(model, batch, 1.0 / targets as f64, &mut |phase| {
+            let seconds = mark.elapsed().as_secs_f64();
+            mark = Instant::now();
+            match phase {
+                Phase::Forward => times.forward += seconds,
+                Phase::HeadLoss => {
+                    times.head_loss += seconds;
+                    if let Some(r) = reducer {
+                        r.arm();
+                    }
+                }
+                Phase::Backward => times.backward += seconds,
+            }
+        })?
+        .0;
     }
     times.forward_backward = t.elapsed().as_secs_f64();
+    // Before any other collective: the buckets the backward did not start, in order.
+    let reduce = match &mut opt {
+        StepOptimizer::DataParallel(_, r) => Some(r.finish()?),
+        _ => None,
+    };
+    if let Some(r) = reduce {
+        times.communication += r.seconds;
+    }
     if let Some(d) = opt.dist() {
         let t = Instant::now();
         loss = d.sum_f64(loss)?;
@@ -256,5 +312,6 @@ pub fn train_step_with(
         lr,
         targets,
         times,
+        reduce,
     })
 }
