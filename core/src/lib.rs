@@ -24,6 +24,7 @@ pub mod preprocess;
 pub mod prompt;
 pub mod rope;
 pub mod tensor_file;
+pub mod vote;
 
 pub use config::{GenerationConfig, ModelConfig, PreprocessorConfig, TextConfig, VisionConfig};
 

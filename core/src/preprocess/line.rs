@@ -13,6 +13,21 @@ pub const CROP_MARGIN: f32 = 0.3;
 /// The largest scale-up of a line crop (a tiny line is not blown up without bound).
 pub const MAX_UPSCALE: f32 = 4.0;
 
+/// Text heights, as factors of the trained line height, at which a line reader may read
+/// each line more than once (and vote per character, [`crate::vote`]): for a 32 px model
+/// 26, 29, 32, 35 and 38 px. Ordered so that the middle `n` of them are the `n` nearest
+/// the trained height ([`read_scales`]).
+pub const READ_SCALES: [f32; 5] = [0.8125, 0.90625, 1.0, 1.09375, 1.1875];
+
+/// The `n` scales of [`READ_SCALES`] nearest 1 (n = 1, 3 or 5; clamped to that range and
+/// rounded down to an odd count), in increasing order; 1.0 is the middle one.
+pub fn read_scales(n: usize) -> &'static [f32] {
+    let n = n.clamp(1, READ_SCALES.len());
+    let n = if n.is_multiple_of(2) { n - 1 } else { n };
+    let start = (READ_SCALES.len() - n) / 2;
+    &READ_SCALES[start..start + n]
+}
+
 /// The crop of line `b`: the box with a margin of [`CROP_MARGIN`] of its height, clamped to
 /// the page, scaled (bicubic) so that the box is `line_height` pixels tall when one is
 /// given (at most [`MAX_UPSCALE`] times larger).
@@ -40,6 +55,16 @@ pub fn line_crop(page: &RgbImage, b: LineBox, line_height: Option<u32>) -> RgbIm
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_scales_are_centred_on_the_trained_height() {
+        assert_eq!(read_scales(1), &[1.0]);
+        assert_eq!(read_scales(3), &[0.90625, 1.0, 1.09375]);
+        assert_eq!(read_scales(5), &READ_SCALES);
+        assert_eq!(read_scales(4), read_scales(3));
+        assert_eq!(read_scales(0), read_scales(1));
+        assert_eq!(read_scales(9), read_scales(5));
+    }
 
     #[test]
     fn a_line_crop_has_a_margin_and_the_trained_height() {

@@ -71,6 +71,7 @@ fn server() -> &'static Server {
                 layout: m.reading.layout,
                 reader: m.reading.reader,
                 batch: 1,
+                scales: 1,
             },
         };
         let state = Arc::new(AppState::new(
