@@ -197,7 +197,11 @@ mod tests {
     #[test]
     fn fused_rms_norm_matches_qwen3s_values_and_gradients() {
         tch::manual_seed(3);
-        for (kind, tol) in [(Kind::Float, 1e-6), (Kind::BFloat16, 1.6e-2)] {
+        // bf16: the weight's gradient sums 15 rows of magnitude ~1 in bf16 (ulp 2^-7
+        // relative), and the fused kernel and the spelled-out ops reduce them in different
+        // orders, which also change with libtorch's thread split: up to ~3 ulps apart
+        // (1.7e-2 seen under a loaded `cargo test`). A wrong formula is off by O(1).
+        for (kind, tol) in [(Kind::Float, 1e-6), (Kind::BFloat16, 3e-2)] {
             let x = (Tensor::randn([3, 5, 64], (Kind::Float, Device::Cpu)) * 3.0)
                 .to_kind(kind)
                 .set_requires_grad(true);
