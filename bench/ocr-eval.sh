@@ -9,7 +9,12 @@
 #   receipts         receipts, clean                     (docgen --kinds receipt)
 # Readers, all on ONE thread:
 #   ove int4    the bundle (--bundle), `ove eval --backend ort --threads 1 --layout auto` (the
-#               bundle's own reading mode); per-image text from --save-predictions
+#               bundle's own reading mode; the default reading: doubtful lines read
+#               again at 4 more text heights and voted); per-image text from
+#               --save-predictions
+#   ove int4, 1 reading a line   the same with --read-scales 1 (faster, less exact)
+#   ove int4, all voted          the same with --reread-below 1 (every line read at 5
+#               heights and voted: slower, a little more exact)
 #   ove f32     --f32-bundle, else exported here from --checkpoint with `ove export` (no
 #               --int4); "not available" when neither exists
 #   Tesseract   Debian's tesseract-ocr, -l eng, --psm 7 on single lines and --psm 6 on
@@ -100,11 +105,12 @@ if [ "$BUILD" = 1 ]; then
 fi
 OVE="$ROOT/target/release/ove"
 DOCGEN="$ROOT/target/release/ove-docgen"
+[ -x "$OVE" ] && [ -x "$DOCGEN" ] || { echo "ocr-eval: no release build of ove and ove-docgen (run without --no-build)" >&2; exit 1; }
 HELP="$ROOT/bench/ocr_eval.py"
 rm -rf "$W"; mkdir -p "$W"
 
 # --- the f32 bundle -------------------------------------------------------------------------
-READERS=ove-int4,ove-f32,tesseract,rapidocr
+READERS=ove-int4,ove-int4-1,ove-int4-all,ove-f32,tesseract,rapidocr
 if [ -z "$F32_BUNDLE" ] && [ -f "$CKPT/config.json" ]; then
   log "exporting the f32 bundle from $CKPT"
   F32_BUNDLE="$W/f32-bundle"
@@ -150,11 +156,11 @@ for s in ${SETS//,/ }; do
 done
 
 # --- the readers --------------------------------------------------------------------------------
-ove_read() { # ove_read BUNDLE SET READER
+ove_read() { # ove_read BUNDLE SET READER [EVAL FLAGS...]
   local out="$W/$2/$3"
   mkdir -p "$out"
   "$OVE" eval --bundle "$1" --data "$W/$2/data" --backend ort --threads 1 --layout auto \
-    --save-predictions "$out" --json > "$out/eval.json" 2> "$out/eval.err" \
+    --save-predictions "$out" --json "${@:4}" > "$out/eval.json" 2> "$out/eval.err" \
     || log "$2 $3: ove eval reported failed images (see $out/eval.err)"
   if [ -s "$out/eval.json" ]; then
     python3 "$HELP" ove-times "$out/eval.json" "$out"
@@ -166,6 +172,8 @@ for s in ${SETS//,/ }; do
   psm=6; kind=multi
   case "$s" in lines-*) psm=7; kind=single ;; esac
   log "$s: ove int4"; ove_read "$BUNDLE" "$s" ove-int4
+  log "$s: ove int4, 1 reading a line"; ove_read "$BUNDLE" "$s" ove-int4-1 --read-scales 1
+  log "$s: ove int4, all voted"; ove_read "$BUNDLE" "$s" ove-int4-all --reread-below 1
   if [ -n "$F32_BUNDLE" ]; then log "$s: ove f32"; ove_read "$F32_BUNDLE" "$s" ove-f32; fi
   log "$s: Tesseract --psm $psm"; python3 "$HELP" tesseract "$W/$s/data" "$W/$s/tesseract" "$psm"
   log "$s: RapidOCR"; .venv/bin/python "$HELP" rapidocr "$W/$s/data" "$W/$s/rapidocr" "$kind" "$DET_SIDE"

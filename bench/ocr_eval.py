@@ -167,6 +167,8 @@ def table(work, ove, sets, readers):
         "paragraphs": "paragraphs (3-5 lines)",
         "receipts": "receipts",
         "ove-int4": "ove int4",
+        "ove-int4-1": "ove int4, 1 reading a line",
+        "ove-int4-all": "ove int4, every line voted",
         "ove-f32": "ove f32",
         "tesseract": "Tesseract 5",
         "rapidocr": "RapidOCR 3.10",

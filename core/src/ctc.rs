@@ -92,6 +92,34 @@ pub fn greedy_text(best: &[usize]) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// How sure a greedy reading is, from 0 to 1: over its frames, the least probability
+/// the head gave to the classes that leave the text as read there (the frame's best class,
+/// the blank, and its neighbours' best classes: a frame on a glyph's edge hesitates
+/// between the glyph and the blank, which changes nothing). What is left is the weight of
+/// another character, a glyph taken for another or a character dropped; one such frame is
+/// where a reading goes wrong, so the weakest frame, not the mean, tells a doubtful line.
+/// `probs` is `[best.len(), CLASSES]`; an empty reading is sure (1).
+pub fn confidence(best: &[usize], probs: &[f32]) -> f32 {
+    let mut sure = 1f32;
+    for (t, p) in probs.chunks_exact(CLASSES).enumerate().take(best.len()) {
+        let mut keep = [best[t], BLANK, BLANK, BLANK];
+        if t > 0 {
+            keep[2] = best[t - 1];
+        }
+        if let Some(&next) = best.get(t + 1) {
+            keep[3] = next;
+        }
+        let mut mass = 0f32;
+        for (i, &c) in keep.iter().enumerate() {
+            if !keep[..i].contains(&c) {
+                mass += p[c];
+            }
+        }
+        sure = sure.min(mass);
+    }
+    sure.min(1.0)
+}
+
 /// A loaded head: `logits = pooled_column @ weight^T + bias`, reshaped to `[F, CLASSES]`.
 #[derive(Debug, Clone)]
 pub struct CtcHead {
@@ -147,12 +175,29 @@ impl CtcHead {
 
     /// The text of one line image from its vision tokens `[P, D]`.
     pub fn read(&self, tokens: &[f32], grid_thw: [usize; 3], merge_size: usize) -> Result<String> {
+        Ok(self.read_scored(tokens, grid_thw, merge_size)?.0)
+    }
+
+    /// The text of one line image and the reading's confidence ([`confidence`]).
+    pub fn read_scored(
+        &self,
+        tokens: &[f32],
+        grid_thw: [usize; 3],
+        merge_size: usize,
+    ) -> Result<(String, f32)> {
         let pooled = pool_columns(tokens, self.d, grid_thw, merge_size)?;
-        Ok(greedy_text(&self.best_classes(&pooled)?))
+        let (best, probs) = self.frame_probs(&pooled)?;
+        Ok((greedy_text(&best), confidence(&best, &probs)))
     }
 
     /// The best class of every frame for pooled columns `[w, D]`.
     pub fn best_classes(&self, pooled: &[f32]) -> Result<Vec<usize>> {
+        Ok(self.frame_probs(pooled)?.0)
+    }
+
+    /// The best class of every frame for pooled columns `[w, D]`, and every frame's
+    /// softmax over the classes, `[frames, CLASSES]` row major.
+    pub fn frame_probs(&self, pooled: &[f32]) -> Result<(Vec<usize>, Vec<f32>)> {
         let d = self.d;
         if !pooled.len().is_multiple_of(d) {
             bail!(
@@ -160,22 +205,30 @@ impl CtcHead {
                 pooled.len()
             );
         }
-        let mut best = Vec::with_capacity(pooled.len() / d * self.frames_per_column);
+        let n = pooled.len() / d * self.frames_per_column;
+        let mut best = Vec::with_capacity(n);
+        let mut probs = vec![0f32; n * CLASSES];
+        let mut frames = probs.chunks_exact_mut(CLASSES);
         for col in pooled.chunks_exact(d) {
             for f in 0..self.frames_per_column {
+                let p = frames.next().expect("one row of probabilities a frame");
                 let mut arg = (BLANK, f32::NEG_INFINITY);
-                for c in 0..CLASSES {
+                for (c, l) in p.iter_mut().enumerate() {
                     let row = f * CLASSES + c;
                     let w = &self.weight[row * d..(row + 1) * d];
-                    let v = self.bias[row] + w.iter().zip(col).map(|(a, b)| a * b).sum::<f32>();
-                    if v > arg.1 {
-                        arg = (c, v);
+                    *l = self.bias[row] + w.iter().zip(col).map(|(a, b)| a * b).sum::<f32>();
+                    if *l > arg.1 {
+                        arg = (c, *l);
                     }
                 }
+                // Softmax from the best logit down: no overflow.
+                p.iter_mut().for_each(|l| *l = (*l - arg.1).exp());
+                let z: f32 = p.iter().sum();
+                p.iter_mut().for_each(|v| *v /= z);
                 best.push(arg.0);
             }
         }
-        Ok(best)
+        Ok((best, probs))
     }
 }
 
@@ -233,11 +286,65 @@ mod tests {
         let best = head.best_classes(&[1.0, 1.0, 1.0, 1.0]).unwrap();
         assert_eq!(best, vec![h, BLANK, h, BLANK]);
         assert_eq!(greedy_text(&best), "hh");
+        // Each frame's best logit is 1, the other 256 are 0: p = e / (e + 256), and every
+        // frame's probabilities sum to 1.
+        let p = std::f32::consts::E / (std::f32::consts::E + 256.0);
+        let (best, probs) = head.frame_probs(&[1.0, 1.0]).unwrap();
+        assert_eq!(best, vec![h, BLANK]);
+        assert!((probs[h] - p).abs() < 1e-6, "{} vs {p}", probs[h]);
+        assert!((probs[CLASSES + BLANK] - p).abs() < 1e-6);
+        for row in probs.chunks_exact(CLASSES) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        }
+        // Each frame keeps h and the blank: its best class (p) and the other one, one of
+        // the 256 classes sharing 1 - p; the rest is other characters.
+        let (text, conf) = head.read_scored(&[1.0, 1.0], [1, 1, 1], 1).unwrap();
+        assert_eq!(text, "h");
+        assert!((conf - p - (1.0 - p) / 256.0).abs() < 1e-6, "{conf}");
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join(CTC_HEAD_FILE);
         head.save(&p).unwrap();
         let back = CtcHead::load(&p).unwrap();
         assert_eq!(back.frames_per_column, 2);
         assert_eq!(back.weight, head.weight);
+    }
+
+    #[test]
+    fn confidence_is_the_weakest_frame_and_ignores_glyph_edges() {
+        let a = b'a' as usize + 1;
+        let b = b'b' as usize + 1;
+        let frame = |pairs: &[(usize, f32)]| {
+            let mut p = vec![0f32; CLASSES];
+            for &(c, v) in pairs {
+                p[c] = v;
+            }
+            p
+        };
+        // a, a-or-blank, blank: hesitating at the edge of a glyph costs nothing.
+        let best = [a, a, BLANK];
+        let probs = [
+            frame(&[(a, 1.0)]),
+            frame(&[(a, 0.5), (BLANK, 0.5)]),
+            frame(&[(BLANK, 1.0)]),
+        ]
+        .concat();
+        assert_eq!(confidence(&best, &probs), 1.0);
+        // A frame that gives b 0.4 where a is read: the line is 0.6 sure.
+        let probs = [
+            frame(&[(a, 1.0)]),
+            frame(&[(a, 0.6), (b, 0.4)]),
+            frame(&[(BLANK, 1.0)]),
+        ]
+        .concat();
+        assert!((confidence(&best, &probs) - 0.6).abs() < 1e-6);
+        // A blank frame that gives b 0.3: a character may have been dropped.
+        let probs = [
+            frame(&[(a, 1.0)]),
+            frame(&[(a, 1.0)]),
+            frame(&[(BLANK, 0.7), (b, 0.3)]),
+        ]
+        .concat();
+        assert!((confidence(&best, &probs) - 0.7).abs() < 1e-6);
+        assert_eq!(confidence(&[], &[]), 1.0);
     }
 }

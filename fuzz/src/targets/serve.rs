@@ -72,6 +72,7 @@ fn server() -> &'static Server {
                 reader: m.reading.reader,
                 batch: 1,
                 scales: 1,
+                reread_below: 0.0,
             },
         };
         let state = Arc::new(AppState::new(
