@@ -13,10 +13,9 @@
 //! ([`ove_core::preprocess::line::read_scales`]) and keep, character by character, what
 //! most readings say ([`ove_core::vote`]): each scale makes its own mistakes, the right
 //! characters agree. Only doubtful lines are read again: every line is read once at the
-//! trained height, and a line whose weakest CTC frame is less sure than
-//! [`ReadMode::reread_below`] is read at the other heights and voted on. Most lines of a
-//! clean page are sure of every frame, so a page costs little more than one reading, while
-//! the lines that need the vote get it.
+//! trained height, and a line whose confidence ([`ove_core::ctc::confidence`]) is below
+//! [`ReadMode::reread_below`] is read at the other heights and voted on. On held-out pages
+//! that costs 1.5-3.5x one reading instead of 5x, for most of what voting every line gains.
 
 use std::ops::ControlFlow;
 
@@ -189,8 +188,7 @@ pub fn read_lines_ctc(
         .collect())
 }
 
-/// [`read_lines_ctc`] with each reading's confidence ([`ove_core::ctc::CtcHead::read_scored`]:
-/// the probability of its least sure frame).
+/// [`read_lines_ctc`] with each reading's confidence ([`ove_core::ctc::confidence`]).
 pub fn read_lines_ctc_scored(
     model: &mut Model,
     crops: impl IntoIterator<Item = RgbImage>,
@@ -285,8 +283,8 @@ pub struct ReadMode {
     /// 3 or 5; 1 reads once at the trained height). The decoder reader reads once.
     pub scales: usize,
     /// With `scales` > 1: a line is read at the other heights only when its first reading's
-    /// confidence (its least sure CTC frame's probability) is below this; 1 reads every
-    /// line at every height, 0 none.
+    /// confidence ([`ove_core::ctc::confidence`]) is below this; 1 reads every line at
+    /// every height, 0 none.
     pub reread_below: f32,
 }
 
@@ -294,10 +292,10 @@ pub struct ReadMode {
 /// heights of [`ove_core::preprocess::line::READ_SCALES`].
 pub const DEFAULT_READ_SCALES: usize = 5;
 
-/// Lines whose least sure CTC frame is below this probability get the extra readings
+/// Lines whose first reading's confidence is below this get the extra readings
 /// ([`ReadMode::reread_below`]). Chosen on held-out sets of seed 7171 (README.md): it
 /// keeps most of what voting every line gains (paragraphs 0.70% CER against 0.60%, one
-/// reading 1.29%) for a third to two thirds of its time.
+/// reading 1.29%) for 30-75% of its time.
 pub const DEFAULT_REREAD_BELOW: f32 = 0.9;
 
 impl ReadMode {

@@ -62,18 +62,18 @@ pub struct ReadArgs {
 
     /// Readings of a doubtful line by the CTC reader (see --reread-below): 5 reads it with
     /// its text 0.81, 0.91, 1, 1.09 and 1.19 times the trained height and keeps,
-    /// character by character, what most readings say (a quarter to a half fewer
-    /// character errors on held-out sets); 3 the middle three; 1 reads every line once,
-    /// the fastest.
+    /// character by character, what most readings say (a fifth to a half fewer
+    /// character errors on held-out sets when every line is voted); 3 the middle three;
+    /// 1 reads every line once, the fastest.
     #[arg(long, value_name = "N", default_value_t = ove_runtime::read::DEFAULT_READ_SCALES,
           value_parser = clap::builder::PossibleValuesParser::new(["1", "3", "5"])
               .map(|s| s.parse::<usize>().unwrap_or(1)))]
     pub read_scales: usize,
 
     /// With --read-scales 3 or 5, which lines get the extra readings: those whose first
-    /// reading (at the trained height) has a CTC frame less sure than P. 1 reads every line
-    /// at every height (the most exact, the slowest); 0 never reads again (as
-    /// --read-scales 1).
+    /// reading (at the trained height) has a CTC frame that gives other characters more
+    /// than 1 - P of its probability. 1 reads every line at every height (the most exact,
+    /// the slowest); 0 never reads again (as --read-scales 1).
     #[arg(long, value_name = "P", default_value_t = ove_runtime::read::DEFAULT_REREAD_BELOW)]
     pub reread_below: f32,
 }
