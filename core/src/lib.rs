@@ -15,6 +15,7 @@ pub mod activation;
 pub mod checkpoint;
 pub mod config;
 pub mod ctc;
+pub mod ctc_utf8;
 pub mod graph_io;
 pub mod layout_metrics;
 pub mod manifest;

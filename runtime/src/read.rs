@@ -15,7 +15,7 @@
 //! characters agree. Only doubtful lines are read again: every line is read once at the
 //! trained height, and a line whose confidence ([`ove_core::ctc::confidence`]) is below
 //! [`ReadMode::reread_below`] is read at the other heights and voted on. On held-out pages
-//! that costs 1.5-3.5x one reading instead of 5x, for most of what voting every line gains.
+//! that costs 2-5x one reading instead of 7-9x, for most of what voting every line gains.
 
 use std::ops::ControlFlow;
 
@@ -83,6 +83,14 @@ pub struct LineText {
     /// The line's block, in reading order.
     pub block: usize,
     pub text: String,
+    /// How sure the CTC reader was of its first reading, at the trained text height
+    /// ([`ove_core::ctc::confidence`], 0 to 1): the probability its least sure frame leaves
+    /// for the text as read. A line below `--reread-below` was read again and voted
+    /// (`readings` > 1). Absent when the decoder read the line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f32>,
+    /// How many readings the line's text was voted from (1: read once).
+    pub readings: usize,
 }
 
 /// What the model read on one page.
@@ -228,7 +236,7 @@ fn read_lines_ctc_scaled(
     boxes: &[LineBox],
     line_height: u32,
     mode: ReadMode,
-) -> Result<Vec<String>> {
+) -> Result<Vec<LineRead>> {
     let first = read_lines_ctc_scored(
         model,
         boxes.iter().map(|&b| line_crop(page, b, Some(line_height))),
@@ -248,9 +256,16 @@ fn read_lines_ctc_scaled(
         .filter(|(_, (_, confidence))| mode.rereads(*confidence))
         .map(|(i, _)| i)
         .collect();
-    let mut texts: Vec<String> = first.into_iter().map(|(text, _)| text).collect();
+    let mut reads: Vec<LineRead> = first
+        .into_iter()
+        .map(|(text, confidence)| LineRead {
+            text,
+            confidence: Some(confidence),
+            readings: 1,
+        })
+        .collect();
     if others.is_empty() || doubtful.is_empty() {
-        return Ok(texts);
+        return Ok(reads);
     }
     // Line-major: the extra readings of the n-th doubtful line are n*(k-1) .. (n+1)*(k-1).
     let crops = doubtful.iter().flat_map(|&i| {
@@ -261,12 +276,31 @@ fn read_lines_ctc_scaled(
     for (&i, more) in doubtful.iter().zip(extra.chunks(others.len())) {
         let voted = {
             let mut readings: Vec<&str> = more.iter().map(String::as_str).collect();
-            readings.insert(center, &texts[i]);
+            readings.insert(center, &reads[i].text);
             vote(&readings, center)
         };
-        texts[i] = voted;
+        reads[i].text = voted;
+        reads[i].readings = more.len() + 1;
     }
-    Ok(texts)
+    Ok(reads)
+}
+
+/// What a line reader made of one line: its text, the CTC reader's confidence in its first
+/// reading, and how many readings the text was voted from.
+struct LineRead {
+    text: String,
+    confidence: Option<f32>,
+    readings: usize,
+}
+
+impl LineRead {
+    fn once(text: String, confidence: Option<f32>) -> Self {
+        Self {
+            text,
+            confidence,
+            readings: 1,
+        }
+    }
 }
 
 /// How a page is read: whole or line by line, and what reads a line.
@@ -280,7 +314,7 @@ pub struct ReadMode {
     /// go one by one.
     pub batch: usize,
     /// Text heights the CTC reader reads each line at before its per-character vote (1,
-    /// 3 or 5; 1 reads once at the trained height). The decoder reader reads once.
+    /// 3, 5 or 7; 1 reads once at the trained height). The decoder reader reads once.
     pub scales: usize,
     /// With `scales` > 1: a line is read at the other heights only when its first reading's
     /// confidence ([`ove_core::ctc::confidence`]) is below this; 1 reads every line at
@@ -288,14 +322,14 @@ pub struct ReadMode {
     pub reread_below: f32,
 }
 
-/// Readings a doubtful line gets from the CTC reader unless told otherwise: the five
+/// Readings a doubtful line gets from the CTC reader unless told otherwise: the seven
 /// heights of [`ove_core::preprocess::line::READ_SCALES`].
-pub const DEFAULT_READ_SCALES: usize = 5;
+pub const DEFAULT_READ_SCALES: usize = 7;
 
 /// Lines whose first reading's confidence is below this get the extra readings
 /// ([`ReadMode::reread_below`]). Chosen on held-out sets of seed 7171 (README.md): it
-/// keeps most of what voting every line gains (paragraphs 0.70% CER against 0.60%, one
-/// reading 1.29%) for 30-75% of its time.
+/// keeps most of what voting every line gains (paragraphs 0.94% CER against 0.84%, one
+/// reading 1.72%) for 30-60% of its time.
 pub const DEFAULT_REREAD_BELOW: f32 = 0.9;
 
 impl ReadMode {
@@ -338,23 +372,33 @@ pub fn read_page(
     }
     let line_height = model.manifest().reading.line_height;
     let layout = find_lines(page, &LayoutOptions::default());
-    let crops = layout
-        .lines
-        .iter()
-        .map(|line| line_crop(page, line.bbox, line_height));
     let mut generated_tokens = 0;
-    let texts: Vec<String> = match (reader, line_height) {
+    let reads: Vec<LineRead> = match (reader, line_height) {
         (LineReader::Ctc, Some(height)) if mode.scales > 1 => {
             let boxes: Vec<LineBox> = layout.lines.iter().map(|l| l.bbox).collect();
             read_lines_ctc_scaled(model, page, &boxes, height, mode)?
         }
-        (LineReader::Ctc, _) => read_lines_ctc(model, crops, mode.batch)?,
+        (LineReader::Ctc, _) => read_lines_ctc_scored(
+            model,
+            layout
+                .lines
+                .iter()
+                .map(|line| line_crop(page, line.bbox, line_height)),
+            mode.batch,
+        )?
+        .into_iter()
+        .map(|(text, confidence)| LineRead::once(text, Some(confidence)))
+        .collect(),
         (LineReader::Decoder, _) => {
+            let crops = layout
+                .lines
+                .iter()
+                .map(|line| line_crop(page, line.bbox, line_height));
             read_lines_decoder(model, prompt, instruction, crops, mode.batch, opts)?
                 .into_iter()
                 .map(|(text, g)| {
                     generated_tokens += g.tokens.len();
-                    text
+                    LineRead::once(text, None)
                 })
                 .collect()
         }
@@ -362,11 +406,13 @@ pub fn read_page(
     let lines: Vec<LineText> = layout
         .lines
         .iter()
-        .zip(texts)
-        .map(|(line, text)| LineText {
+        .zip(reads)
+        .map(|(line, read)| LineText {
             bbox: line.bbox,
             block: line.block,
-            text,
+            text: read.text,
+            confidence: read.confidence,
+            readings: read.readings,
         })
         .collect();
     let text = lines

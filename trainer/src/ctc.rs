@@ -165,7 +165,7 @@ impl CtcHead {
         let best = lp.argmax(-1, false).to_device(Device::Cpu); // [T, N]
         let best: Vec<i64> = Vec::try_from(&best.transpose(0, 1).contiguous().reshape([-1]))?;
         let t_max = lp.size()[0] as usize;
-        Ok(lengths
+        lengths
             .iter()
             .enumerate()
             .map(|(i, &len)| {
@@ -173,9 +173,23 @@ impl CtcHead {
                     .iter()
                     .map(|&c| c as usize)
                     .collect();
-                core_ctc::greedy_text(&row)
+                // As the runtime reads (`ove_core::ctc::CtcHead::read_scored`): a greedy
+                // reading that is not valid UTF-8 gives way to the best path that is.
+                match String::from_utf8(core_ctc::greedy_bytes(&row)) {
+                    Ok(text) => Ok(text),
+                    Err(_) => {
+                        let probs = lp.select(1, i as i64).narrow(0, 0, len).exp();
+                        let probs: Vec<f32> = Vec::try_from(
+                            &probs
+                                .to_device(Device::Cpu)
+                                .to_kind(Kind::Float)
+                                .reshape([-1]),
+                        )?;
+                        Ok(ove_core::ctc_utf8::best_valid_path(&probs))
+                    }
+                }
             })
-            .collect())
+            .collect()
     }
 }
 

@@ -60,17 +60,17 @@ pub struct ReadArgs {
     #[arg(long, value_name = "N", default_value_t = ove_runtime::read::MAX_LINE_BATCH)]
     pub line_batch: usize,
 
-    /// Readings of a doubtful line by the CTC reader (see --reread-below): 5 reads it with
-    /// its text 0.81, 0.91, 1, 1.09 and 1.19 times the trained height and keeps,
-    /// character by character, what most readings say (a fifth to a half fewer
-    /// character errors on held-out sets when every line is voted); 3 the middle three;
+    /// Readings of a doubtful line by the CTC reader (see --reread-below): 7 reads it with
+    /// its text at 13/16, 14/16 ... 19/16 of the trained height (26 to 38 px for a 32 px
+    /// model) and keeps, character by character, what most readings say (a third fewer
+    /// character errors on held-out single lines); 5 and 3 the middle five or three;
     /// 1 reads every line once, the fastest.
     #[arg(long, value_name = "N", default_value_t = ove_runtime::read::DEFAULT_READ_SCALES,
-          value_parser = clap::builder::PossibleValuesParser::new(["1", "3", "5"])
+          value_parser = clap::builder::PossibleValuesParser::new(["1", "3", "5", "7"])
               .map(|s| s.parse::<usize>().unwrap_or(1)))]
     pub read_scales: usize,
 
-    /// With --read-scales 3 or 5, which lines get the extra readings: those whose first
+    /// With --read-scales 3, 5 or 7, which lines get the extra readings: those whose first
     /// reading (at the trained height) has a CTC frame that gives other characters more
     /// than 1 - P of its probability. 1 reads every line at every height (the most exact,
     /// the slowest); 0 never reads again (as --read-scales 1).
@@ -121,7 +121,9 @@ impl ReadArgs {
 ///
 /// Prints each page's text; pages of a PDF are separated by a form feed. With --json, a
 /// JSON array with one object per page: `{"file", "page", "text", "lines": [{"bbox",
-/// "block", "text"}]}` (lines only when read line by line).
+/// "block", "text", "confidence", "readings"}]}` (lines only when read line by line;
+/// "confidence", 0 to 1, only from a CTC reader: how sure its first reading was, and
+/// "readings": how many readings the text was voted from).
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Examples:\n  ove ocr receipt.png                    (the built-in default OCR model)\n  \

@@ -15,12 +15,15 @@ pub const MAX_UPSCALE: f32 = 4.0;
 
 /// Text heights, as factors of the trained line height, at which a line reader may read
 /// each line more than once (and vote per character, [`crate::vote`]): for a 32 px model
-/// 26, 29, 32, 35 and 38 px. Ordered so that the middle `n` of them are the `n` nearest
-/// the trained height ([`read_scales`]).
-pub const READ_SCALES: [f32; 5] = [0.8125, 0.90625, 1.0, 1.09375, 1.1875];
+/// 26, 28, 30, 32, 34, 36 and 38 px. Ordered so that the middle `n` of them are the `n`
+/// nearest the trained height ([`read_scales`]). Seven even steps of 1/16 read better than
+/// the five uneven ones before them (0.81-1.19 in steps of 3/32): on held-out sets of seed
+/// 7171, voting the lines the gate doubts, 1.76% / 5.38% CER on clean / degraded lines
+/// against 2.16% / 6.13%, for 1.2-1.4x the time (models/default-ocr/README.md).
+pub const READ_SCALES: [f32; 7] = [0.8125, 0.875, 0.9375, 1.0, 1.0625, 1.125, 1.1875];
 
-/// The `n` scales of [`READ_SCALES`] nearest 1 (n = 1, 3 or 5; clamped to that range and
-/// rounded down to an odd count), in increasing order; 1.0 is the middle one.
+/// The `n` scales of [`READ_SCALES`] nearest 1 (n = 1, 3, 5 or 7; clamped to that range
+/// and rounded down to an odd count), in increasing order; 1.0 is the middle one.
 pub fn read_scales(n: usize) -> &'static [f32] {
     let n = n.clamp(1, READ_SCALES.len());
     let n = if n.is_multiple_of(2) { n - 1 } else { n };
@@ -59,11 +62,12 @@ mod tests {
     #[test]
     fn read_scales_are_centred_on_the_trained_height() {
         assert_eq!(read_scales(1), &[1.0]);
-        assert_eq!(read_scales(3), &[0.90625, 1.0, 1.09375]);
-        assert_eq!(read_scales(5), &READ_SCALES);
+        assert_eq!(read_scales(3), &[0.9375, 1.0, 1.0625]);
+        assert_eq!(read_scales(5), &[0.875, 0.9375, 1.0, 1.0625, 1.125]);
+        assert_eq!(read_scales(7), &READ_SCALES);
         assert_eq!(read_scales(4), read_scales(3));
         assert_eq!(read_scales(0), read_scales(1));
-        assert_eq!(read_scales(9), read_scales(5));
+        assert_eq!(read_scales(9), read_scales(7));
     }
 
     #[test]
