@@ -10,10 +10,10 @@
 # Readers, all on ONE thread:
 #   ove int4    the bundle (--bundle), `ove eval --backend ort --threads 1 --layout auto` (the
 #               bundle's own reading mode; the default reading: doubtful lines read
-#               again at 4 more text heights and voted); per-image text from
+#               again at 6 more text heights and voted); per-image text from
 #               --save-predictions
 #   ove int4, 1 reading a line   the same with --read-scales 1 (faster, less exact)
-#   ove int4, all voted          the same with --reread-below 1 (every line read at 5
+#   ove int4, all voted          the same with --reread-below 1 (every line read at 7
 #               heights and voted: slower, a little more exact)
 #   ove f32     --f32-bundle, else exported here from --checkpoint with `ove export` (no
 #               --int4); "not available" when neither exists
