@@ -329,7 +329,7 @@ pub const DEFAULT_READ_SCALES: usize = 7;
 /// Lines whose first reading's confidence is below this get the extra readings
 /// ([`ReadMode::reread_below`]). Chosen on held-out sets of seed 7171 (README.md): it
 /// keeps most of what voting every line gains (paragraphs 0.94% CER against 0.84%, one
-/// reading 1.72%) for 30-60% of its time.
+/// reading 1.72%) for 25-65% of its time.
 pub const DEFAULT_REREAD_BELOW: f32 = 0.9;
 
 impl ReadMode {
