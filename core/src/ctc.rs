@@ -78,10 +78,19 @@ pub fn pool_columns(
     Ok(out)
 }
 
-/// The best class of each frame, repeats merged and blanks dropped, as text (invalid UTF-8
-/// is replaced, never an error).
-pub fn greedy_text(best: &[usize]) -> String {
-    String::from_utf8_lossy(&greedy_bytes(best)).into_owned()
+/// The text of a reading, `best` being each frame's best class: its greedy bytes
+/// ([`greedy_bytes`]) when they are valid UTF-8, else the most probable frame path whose
+/// bytes are ([`crate::ctc_utf8::best_valid_path`]) over the frames' softmax `[frames,
+/// CLASSES]`, which `probs` gives only then (a character's bytes half read). The one
+/// decoding the runtime's reader and the trainer's evaluation share.
+pub fn reading_text<P: AsRef<[f32]>, E>(
+    best: &[usize],
+    probs: impl FnOnce() -> Result<P, E>,
+) -> Result<String, E> {
+    match String::from_utf8(greedy_bytes(best)) {
+        Ok(text) => Ok(text),
+        Err(_) => Ok(crate::ctc_utf8::best_valid_path(probs()?.as_ref())),
+    }
 }
 
 /// The bytes of the greedy reading: the best class of each frame, repeats merged and
@@ -184,9 +193,8 @@ impl CtcHead {
         Ok(self.read_scored(tokens, grid_thw, merge_size)?.0)
     }
 
-    /// The text of one line image and the reading's confidence ([`confidence`]): the
-    /// greedy reading, or when its bytes are not valid UTF-8 (a character's bytes half
-    /// read) the best path whose bytes are ([`crate::ctc_utf8::best_valid_path`]).
+    /// The text of one line image ([`reading_text`]) and the reading's confidence
+    /// ([`confidence`]).
     pub fn read_scored(
         &self,
         tokens: &[f32],
@@ -195,8 +203,7 @@ impl CtcHead {
     ) -> Result<(String, f32)> {
         let pooled = pool_columns(tokens, self.d, grid_thw, merge_size)?;
         let (best, probs) = self.frame_probs(&pooled)?;
-        let text = String::from_utf8(greedy_bytes(&best))
-            .unwrap_or_else(|_| crate::ctc_utf8::best_valid_path(&probs));
+        let text = reading_text(&best, || Ok::<_, anyhow::Error>(&probs[..]))?;
         Ok((text, confidence(&best, &probs)))
     }
 
@@ -287,11 +294,13 @@ mod tests {
     fn greedy_merges_repeats_and_drops_blanks() {
         let a = b'a' as usize + 1;
         let b = b'b' as usize + 1;
-        assert_eq!(greedy_text(&[0, a, a, 0, a, b, b, 0]), "aab");
-        assert_eq!(greedy_text(&[]), "");
-        // Bytes of a multi-byte character, split by blanks, come back whole.
+        assert_eq!(greedy_bytes(&[0, a, a, 0, a, b, b, 0]), b"aab");
+        assert_eq!(greedy_bytes(&[]), b"");
+        // Bytes of a multi-byte character, split by blanks, come back whole; a valid
+        // greedy reading is the text, and the frames' probabilities are not asked for.
         let e: Vec<usize> = "é".bytes().flat_map(|x| [x as usize + 1, 0]).collect();
-        assert_eq!(greedy_text(&e), "é");
+        let text = reading_text(&e, || Err::<Vec<f32>, _>("probabilities asked for"));
+        assert_eq!(text.as_deref(), Ok("é"));
     }
 
     #[test]
@@ -326,7 +335,7 @@ mod tests {
         };
         let best = head.best_classes(&[1.0, 1.0, 1.0, 1.0]).unwrap();
         assert_eq!(best, vec![h, BLANK, h, BLANK]);
-        assert_eq!(greedy_text(&best), "hh");
+        assert_eq!(greedy_bytes(&best), b"hh");
         // Each frame's best logit is 1, the other 256 are 0: p = e / (e + 256), and every
         // frame's probabilities sum to 1.
         let p = std::f32::consts::E / (std::f32::consts::E + 256.0);

@@ -8,7 +8,7 @@
 //! of highest probability among those whose text is: a Viterbi search over (last class,
 //! continuation bytes still owed), with each frame's few likeliest classes as candidates.
 
-use crate::ctc::{BLANK, CLASSES};
+use crate::ctc::{greedy_bytes, BLANK, CLASSES};
 
 /// Classes of each frame the search considers, the blank always among them.
 pub const CANDIDATES: usize = 6;
@@ -108,16 +108,8 @@ pub fn best_valid_path(probs: &[f32]) -> String {
         path[t] = layers[t][i].class;
         at = (t > 0).then_some(layers[t][i].from);
     }
-    let mut bytes = Vec::new();
-    let mut prev = BLANK;
-    for &c in &path {
-        if c != prev && c != BLANK {
-            bytes.push((c - 1) as u8);
-        }
-        prev = c;
-    }
     // The automaton admits a few overlong or surrogate forms that `from_utf8` refuses.
-    String::from_utf8_lossy(&bytes).into_owned()
+    String::from_utf8_lossy(&greedy_bytes(&path)).into_owned()
 }
 
 /// The blank and the frame's likeliest classes, [`CANDIDATES`] in all.

@@ -258,11 +258,7 @@ fn read_lines_ctc_scaled(
         .collect();
     let mut reads: Vec<LineRead> = first
         .into_iter()
-        .map(|(text, confidence)| LineRead {
-            text,
-            confidence: Some(confidence),
-            readings: 1,
-        })
+        .map(|(text, confidence)| LineRead::once(text, Some(confidence)))
         .collect();
     if others.is_empty() || doubtful.is_empty() {
         return Ok(reads);

@@ -173,21 +173,17 @@ impl CtcHead {
                     .iter()
                     .map(|&c| c as usize)
                     .collect();
-                // As the runtime reads (`ove_core::ctc::CtcHead::read_scored`): a greedy
-                // reading that is not valid UTF-8 gives way to the best path that is.
-                match String::from_utf8(core_ctc::greedy_bytes(&row)) {
-                    Ok(text) => Ok(text),
-                    Err(_) => {
-                        let probs = lp.select(1, i as i64).narrow(0, 0, len).exp();
-                        let probs: Vec<f32> = Vec::try_from(
-                            &probs
-                                .to_device(Device::Cpu)
-                                .to_kind(Kind::Float)
-                                .reshape([-1]),
-                        )?;
-                        Ok(ove_core::ctc_utf8::best_valid_path(&probs))
-                    }
-                }
+                // As the runtime reads: the frames' probabilities only when the greedy
+                // bytes are not valid UTF-8.
+                Ok(core_ctc::reading_text(&row, || {
+                    let probs = lp.select(1, i as i64).narrow(0, 0, len).exp();
+                    Vec::<f32>::try_from(
+                        &probs
+                            .to_device(Device::Cpu)
+                            .to_kind(Kind::Float)
+                            .reshape([-1]),
+                    )
+                })?)
             })
             .collect()
     }
