@@ -28,7 +28,7 @@ use crate::checkpoint::{load_model, save_checkpoint, SaveOptions};
 use crate::ctc::HeadStore;
 use crate::device::parse_device;
 use crate::train::binpack::SplitMix64;
-use crate::train::lines::{line_batch, permutation, read_lines, LineItem};
+use crate::train::lines::{line_batch, permutation, read_lines, LineItem, Reshape};
 use crate::train::optim::{clip_grad_norm, AdamW, AdamWConfig};
 use crate::train::stage::set_trainable;
 use crate::train::LrSchedule;
@@ -94,6 +94,14 @@ pub struct CtcArgs {
     /// Save the checkpoint every N steps too (it is always saved at the end).
     #[arg(long)]
     pub save_every: Option<usize>,
+    /// Training crops' widths are scaled by a random factor in [1/(1+W), 1+W] (0: off):
+    /// held-out fonts are wider or narrower than the training ones.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_unit)]
+    pub reshape_width: f32,
+    /// Share of training crops whose strokes are made half a pixel bolder or lighter (0:
+    /// none): held-out fonts differ in weight too.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_unit)]
+    pub reshape_stroke: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Device: cpu, cuda or cuda:N.
@@ -195,7 +203,11 @@ impl CtcArgs {
                 items.push(&train[order[cursor]]);
                 cursor += 1;
             }
-            let batch = line_batch(&items, self.line_height, &pre, Some(&mut rng));
+            let reshape = Reshape {
+                width: self.reshape_width,
+                stroke: self.reshape_stroke,
+            };
+            let batch = line_batch(&items, self.line_height, &pre, reshape, Some(&mut rng));
             for s in &batch.skipped {
                 warn!(target: LOG_TARGET, "skipped a line: {s}");
             }
@@ -276,7 +288,7 @@ fn evaluate(
     let mut exact = 0;
     for chunk in eval.chunks(args.batch.max(1)) {
         let items: Vec<&LineItem> = chunk.iter().collect();
-        let batch = line_batch(&items, args.line_height, pre, None);
+        let batch = line_batch(&items, args.line_height, pre, Reshape::default(), None);
         if batch.grids.is_empty() {
             continue;
         }
@@ -297,4 +309,14 @@ fn evaluate(
         }
     }
     Ok((metrics::total(scores.iter()), exact))
+}
+
+/// A number in [0, 1] (a share, or a relative change).
+fn parse_unit(s: &str) -> Result<f32, String> {
+    let v: f32 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not between 0 and 1"))
+    }
 }

@@ -5,16 +5,20 @@
 //!
 //! The layout's boxes are not the generator's: each side of a training box is moved at
 //! random (up to [`JITTER`] of the box height) so the reader does not learn to depend on
-//! exact ink boxes.
+//! exact ink boxes. Optionally ([`Reshape`]) each crop's glyphs are also made wider or
+//! narrower and bolder or lighter: fonts the model never saw differ from the training ones
+//! mostly in width and stroke weight, and a wide bold glyph the reader has only seen narrow
+//! is where it emits a character twice.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
+use image::RgbImage;
 use ove_core::config::PreprocessorConfig;
 use ove_core::layout_metrics::LineBox;
-use ove_core::preprocess::{line_crop, load_rgb, preprocess, DecodeOptions};
+use ove_core::preprocess::{line_crop, load_rgb, preprocess, resize_bicubic, DecodeOptions};
 
 use crate::train::binpack::SplitMix64;
 
@@ -102,6 +106,51 @@ pub fn jitter(b: LineBox, rng: &mut SplitMix64) -> LineBox {
     }
 }
 
+/// Random changes of a training crop's glyph shapes (none by default).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Reshape {
+    /// Widths are scaled by a factor drawn log-uniformly in `[1/(1+w), 1+w]` (0: off).
+    pub width: f32,
+    /// Share of crops whose strokes are made bolder or lighter (half each).
+    pub stroke: f32,
+}
+
+impl Reshape {
+    /// `crop` with its width scaled and its strokes changed as drawn from `rng`.
+    pub fn apply(&self, crop: RgbImage, rng: &mut SplitMix64) -> RgbImage {
+        let mut crop = crop;
+        if self.width > 0.0 {
+            let f = (signed(rng) * self.width.ln_1p()).exp();
+            let w = ((crop.width() as f32 * f).round() as u32).max(1);
+            if w != crop.width() {
+                crop = resize_bicubic(&crop, w, crop.height());
+            }
+        }
+        if (rng.unit() as f32) < self.stroke {
+            crop = restroke(&crop, rng.unit() < 0.5);
+        }
+        crop
+    }
+}
+
+/// Strokes half a pixel bolder (`bold`: each channel moves half-way to the darkest of the
+/// pixel and its right, lower and lower-right neighbours) or lighter (to the lightest).
+/// Ink is darker than paper on every generated page, so darker is bolder.
+fn restroke(img: &RgbImage, bold: bool) -> RgbImage {
+    let (w, h) = img.dimensions();
+    RgbImage::from_fn(w, h, |x, y| {
+        let (x1, y1) = ((x + 1).min(w - 1), (y + 1).min(h - 1));
+        let near = [img[(x, y)], img[(x1, y)], img[(x, y1)], img[(x1, y1)]];
+        let mut out = img[(x, y)];
+        for (c, o) in out.0.iter_mut().enumerate() {
+            let vals = near.iter().map(|p| p.0[c]);
+            let pick = if bold { vals.min() } else { vals.max() }.unwrap_or(*o);
+            *o = ((*o as u16 + pick as u16 + 1) / 2) as u8;
+        }
+        out
+    })
+}
+
 /// Preprocessed line crops of a batch: the vision encoder's input.
 #[derive(Debug, Default)]
 pub struct LineBatch {
@@ -112,11 +161,13 @@ pub struct LineBatch {
     pub skipped: Vec<String>,
 }
 
-/// Crops, scales and preprocesses `items` (jittered when `rng` is given).
+/// Crops, scales and preprocesses `items` (boxes jittered and glyphs reshaped when `rng`
+/// is given).
 pub fn line_batch(
     items: &[&LineItem],
     line_height: u32,
     pre: &PreprocessorConfig,
+    reshape: Reshape,
     mut rng: Option<&mut SplitMix64>,
 ) -> LineBatch {
     let mut batch = LineBatch::default();
@@ -129,7 +180,10 @@ pub fn line_batch(
         let r = load_rgb(&item.image, &opts)
             .map_err(anyhow::Error::from)
             .and_then(|page| {
-                let crop = line_crop(&page, bbox, Some(line_height));
+                let mut crop = line_crop(&page, bbox, Some(line_height));
+                if let Some(r) = rng.as_deref_mut() {
+                    crop = reshape.apply(crop, r);
+                }
                 Ok(preprocess(&crop, pre)?)
             });
         match r {
@@ -170,5 +224,41 @@ mod tests {
         let mut s = p.clone();
         s.sort();
         assert_eq!(s, (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn reshaping_scales_widths_and_moves_strokes_half_way() {
+        let mut rng = SplitMix64::new(3);
+        // A black stem two pixels wide on white.
+        let img = RgbImage::from_fn(40, 32, |x, _| {
+            image::Rgb(if (10..12).contains(&x) {
+                [0; 3]
+            } else {
+                [255; 3]
+            })
+        });
+        let off = Reshape::default();
+        assert_eq!(off.apply(img.clone(), &mut rng), img);
+        let wide = Reshape {
+            width: 0.25,
+            stroke: 0.0,
+        };
+        let mut widths = std::collections::BTreeSet::new();
+        for _ in 0..50 {
+            let out = wide.apply(img.clone(), &mut rng);
+            assert_eq!(out.height(), 32);
+            assert!((32..=50).contains(&out.width()), "{}", out.width());
+            widths.insert(out.width());
+        }
+        assert!(widths.iter().any(|&w| w < 40) && widths.iter().any(|&w| w > 40));
+        // Bolder: the white pixel left of the stem goes half-way to black; lighter: the
+        // stem's last column goes half-way to white; paper far away stays white.
+        let bold = restroke(&img, true);
+        assert_eq!(bold[(9, 5)].0, [128; 3]);
+        assert_eq!(bold[(10, 5)].0, [0; 3]);
+        assert_eq!(bold[(30, 5)].0, [255; 3]);
+        let light = restroke(&img, false);
+        assert_eq!(light[(11, 5)].0, [128; 3]);
+        assert_eq!(light[(10, 5)].0, [0; 3]);
     }
 }
