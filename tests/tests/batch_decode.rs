@@ -173,8 +173,10 @@ fn rows_that_reach_the_context_bound_stop_alone() {
     }
 }
 
-/// A bundle from before the batched decoder (the built-in model, schema 3 while it is not
-/// re-exported) still loads, and its prompts decode one at a time with the same result.
+/// The built-in model's rows decode as they would one at a time: one row a step when its
+/// bundle predates the batched decoder (schema 3, as it was until the retrain of
+/// 2026-12-07), [`ove_runtime::kv::MAX_DECODER_ROWS`] since (schema 5: this test no longer
+/// has an unbatched bundle to load).
 #[test]
 fn an_unbatched_bundle_decodes_rows_one_at_a_time() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/default-ocr");
