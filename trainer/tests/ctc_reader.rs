@@ -20,7 +20,7 @@ use ove_runtime::read::{
 use ove_runtime::{BackendChoice, BackendOptions, GenerateOptions, LoadOptions, Model};
 use ove_train::ctc::HeadStore;
 use ove_train::recipe::{collect_texts, save_tokenizer, train_tokenizer};
-use ove_train::train::lines::{line_batch, read_lines};
+use ove_train::train::lines::{line_batch, read_lines, Reshape};
 use serde_json::Value;
 use tch::{Device, Tensor};
 
@@ -166,7 +166,7 @@ fn ctc_training_export_and_runtime_agree() {
     let pre = loaded.checkpoint.preprocessor.clone().unwrap();
     let items = read_lines(std::slice::from_ref(&data)).unwrap();
     let refs: Vec<_> = items.iter().collect();
-    let batch = line_batch(&refs, 20, &pre, None);
+    let batch = line_batch(&refs, 20, &pre, Reshape::default(), None);
     assert!(batch.skipped.is_empty(), "{:?}", batch.skipped);
     let pixels = Tensor::from_slice(&batch.pixel_values).reshape([-1, 588]);
     let groups = vec![1; batch.grids.len()];

@@ -145,7 +145,7 @@ fn restroke(img: &RgbImage, bold: bool) -> RgbImage {
         for (c, o) in out.0.iter_mut().enumerate() {
             let vals = near.iter().map(|p| p.0[c]);
             let pick = if bold { vals.min() } else { vals.max() }.unwrap_or(*o);
-            *o = ((*o as u16 + pick as u16 + 1) / 2) as u8;
+            *o = (*o as u16 + pick as u16).div_ceil(2) as u8;
         }
         out
     })
