@@ -172,6 +172,10 @@ impl CtcArgs {
             warmup_steps: (self.steps * 3 / 100).max(1),
             total_steps: self.steps,
         };
+        let reshape = Reshape {
+            width: self.reshape_width,
+            stroke: self.reshape_stroke,
+        };
         let mut rng = SplitMix64::new(self.seed);
         let mut order = permutation(&mut rng, train.len());
         let mut cursor = 0;
@@ -203,10 +207,6 @@ impl CtcArgs {
                 items.push(&train[order[cursor]]);
                 cursor += 1;
             }
-            let reshape = Reshape {
-                width: self.reshape_width,
-                stroke: self.reshape_stroke,
-            };
             let batch = line_batch(&items, self.line_height, &pre, reshape, Some(&mut rng));
             for s in &batch.skipped {
                 warn!(target: LOG_TARGET, "skipped a line: {s}");
