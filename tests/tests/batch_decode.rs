@@ -173,23 +173,26 @@ fn rows_that_reach_the_context_bound_stop_alone() {
     }
 }
 
-/// The built-in model's rows decode as they would one at a time: one row a step when its
-/// bundle predates the batched decoder (schema 3, as it was until the retrain of
-/// 2026-12-07), [`ove_runtime::kv::MAX_DECODER_ROWS`] since (schema 5: this test no longer
-/// has an unbatched bundle to load).
+/// The built-in model's rows decode as they would one at a time, whatever number of rows
+/// each backend takes in one decoder call: ORT takes [`ove_runtime::kv::MAX_DECODER_ROWS`]
+/// since the model is schema 5 (batched decoder graph); tract takes one, because the
+/// model's decoder matmuls are int4 `MatMulNBits`, which tract 0.23.9 computes wrongly for
+/// more than one row (so it plans them for one).
 #[test]
-fn an_unbatched_bundle_decodes_rows_one_at_a_time() {
+fn the_built_in_models_rows_decode_as_alone_on_both_backends() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/default-ocr");
     let prompts: Vec<(Vec<i64>, bool)> =
         vec![((20..32).collect(), false), ((40..45).collect(), false)];
     for choice in [BackendChoice::Tract, BackendChoice::Ort] {
         let mut model = load(&dir, choice);
-        let batched = model.manifest().graphs.decoder_batch;
-        assert_eq!(batched, model.manifest().schema_version >= 4);
-        let rows = if batched {
-            ove_runtime::kv::MAX_DECODER_ROWS
-        } else {
-            1
+        let m = model.manifest();
+        let batched = m.graphs.decoder_batch;
+        assert_eq!(batched, m.schema_version >= 4);
+        let int4 = m.quantization.scheme == "int4";
+        let rows = match choice {
+            BackendChoice::Tract if int4 => 1,
+            _ if batched => ove_runtime::kv::MAX_DECODER_ROWS,
+            _ => 1,
         };
         assert_eq!(model.max_decoder_rows(), rows, "{choice:?}");
         let opts = no_eos(4, None);
