@@ -18,6 +18,8 @@ use crate::kv::{KvCache, KvShape};
 pub mod ort;
 #[cfg(feature = "ort")]
 pub(crate) mod ort_kv;
+#[cfg(feature = "ort")]
+mod ort_mem;
 #[cfg(feature = "tract")]
 pub mod tract;
 #[cfg(feature = "tract")]

@@ -41,7 +41,7 @@ use super::{
     BackendOptions, DecoderInputs, Dims, LineBatchInputs, OrtOptimization, VisionInputs,
     VisionOutput,
 };
-use crate::bundle::Bundle;
+use crate::bundle::{Bundle, GraphInfo};
 use crate::kv::{tensor_names, KvCache, KvStore, MAX_DECODER_ROWS};
 use crate::providers::{self, DeviceInfo, Graph, GraphPlan, Provider, ProviderConfig};
 
@@ -357,17 +357,31 @@ fn base_builder(env: &Environment, opts: &BackendOptions) -> Result<SessionBuild
     Ok(b)
 }
 
+/// The external data files of a graph (absolute paths), whose mappings
+/// [`super::ort_mem::Trimmer`] pages out while the graph's session is made.
+fn data_files(bundle: &Bundle, g: &GraphInfo) -> Vec<PathBuf> {
+    g.external_files
+        .iter()
+        .map(|f| bundle.dir().join(f))
+        .collect()
+}
+
 /// Opens one graph with the planned providers. A provider that fails to register is
 /// reported and skipped; when the session cannot be created with a GPU provider (a TensorRT
 /// engine build that fails, say), it is retried without that provider, down to the CPU.
-/// Returns the session and the providers it was created with (CPU last).
+/// Returns the session and the providers it was created with (CPU last). `data`: the
+/// graph's external data files, paged out while the session is made (see
+/// [`super::ort_mem`]: the peak RSS of a load then holds ONNX Runtime's packed copy of the
+/// weights, not the mapped file pages it packed them from).
 fn session(
     env: &Environment,
     path: &Path,
+    data: &[PathBuf],
     opts: &BackendOptions,
     plan: &GraphPlan,
 ) -> Result<(Session, Vec<Provider>)> {
     let graph = plan.graph;
+    let _trim = super::ort_mem::Trimmer::start(&format!("{graph}.onnx"), data);
     // With the automatic order a provider the library lacks is expected (the CPU-only
     // wheel): a debug line. One asked for by name is worth a warning.
     let asked = opts.ort.providers.explicit;
@@ -451,6 +465,7 @@ enum LazySession {
 struct PendingSession {
     env: Environment,
     path: PathBuf,
+    data: Vec<PathBuf>,
     opts: BackendOptions,
     plan: GraphPlan,
 }
@@ -458,7 +473,7 @@ struct PendingSession {
 impl LazySession {
     fn get(&mut self) -> Result<&mut Session> {
         if let LazySession::Pending(p) = self {
-            let (s, _) = session(&p.env, &p.path, &p.opts, &p.plan)?;
+            let (s, _) = session(&p.env, &p.path, &p.data, &p.opts, &p.plan)?;
             *self = LazySession::Ready(s);
         }
         match self {
@@ -523,7 +538,7 @@ fn decoder_session(
         (Choice::Fused, Some(g)) => Some(g),
     };
     if let Some(g) = fused {
-        match session(env, &g.path, opts, plan) {
+        match session(env, &g.path, &data_files(bundle, g), opts, plan) {
             Ok((s, p)) => return Ok((s, p, true)),
             Err(e) if choice == Choice::Auto => tracing::warn!(
                 "{}: {e:#}; running decoder.onnx instead (an ONNX Runtime older than \
@@ -533,7 +548,8 @@ fn decoder_session(
             Err(e) => return Err(e),
         }
     }
-    let (s, p) = session(env, &bundle.decoder().path, opts, plan)?;
+    let decoder = bundle.decoder();
+    let (s, p) = session(env, &decoder.path, &data_files(bundle, decoder), opts, plan)?;
     Ok((s, p, false))
 }
 
@@ -550,8 +566,13 @@ impl OrtBackend {
             DeviceInfo::default()
         };
         let plan = |g| providers::plan(m, settings, g, bundle.dir(), &device, &provider_available);
-        let (vision, vision_providers) =
-            session(&env, &bundle.vision().path, opts, &plan(Graph::Vision))?;
+        let (vision, vision_providers) = session(
+            &env,
+            &bundle.vision().path,
+            &data_files(bundle, bundle.vision()),
+            opts,
+            &plan(Graph::Vision),
+        )?;
         let decoder_plan = plan(Graph::Decoder);
         let (decoder, decoder_providers, fused) =
             decoder_session(&env, bundle, opts, &decoder_plan)?;
@@ -559,6 +580,7 @@ impl OrtBackend {
             LazySession::Pending(Box::new(PendingSession {
                 env: env.clone(),
                 path: g.path.clone(),
+                data: data_files(bundle, g),
                 opts: opts.clone(),
                 plan: plan(Graph::Lines),
             }))
