@@ -79,3 +79,36 @@ fn layout_finds_the_lines_of_held_out_pages_in_reading_order() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// A clean single line's box ends where its ink ends: a trailing dash after a space (a
+/// monospaced space and dash end 1.3 text heights past the last letter) and a trailing
+/// comma too large to be a small mark and too low to join its word were both left out of
+/// their boxes, and the reader never saw them. The 60 held-out lines of the OCR
+/// benchmark's set (seed 7070, `bench/ocr-eval.sh`) hold both cases.
+#[test]
+fn single_line_boxes_end_where_their_ink_ends() {
+    let pool = fonts::load_all(&fonts::select("heldout").unwrap()).unwrap();
+    let set = Options {
+        kinds: vec![Kind::Line],
+        seed: 7070,
+        degradation: Degradation::Clean,
+    };
+    let opts = LayoutOptions::default();
+    let mut off = Vec::new();
+    for i in 0..60 {
+        let s = sample(&pool, &set, i).unwrap();
+        let layout = find_lines(&s.image, &opts);
+        let [line] = layout.lines.as_slice() else {
+            off.push(format!("line {i}: {} lines found", layout.lines.len()));
+            continue;
+        };
+        let (b, t) = (line.bbox, s.lines[0]);
+        if b.x0.abs_diff(t.x0) > 3 || b.x1.abs_diff(t.x1) > 3 {
+            off.push(format!(
+                "line {i}: x {}..{}, truth {}..{}",
+                b.x0, b.x1, t.x0, t.x1
+            ));
+        }
+    }
+    assert!(off.is_empty(), "{}", off.join("\n"));
+}

@@ -10,7 +10,7 @@
 //! 3. rows cut where a column gutter runs between two segments ([`super::gutter`]).
 //!
 //! A line needs one segment that looks like text; lower than `min_line_height` it is noise.
-//! Small marks join their lines last ([`super::marks`]).
+//! Small marks, and core components no line took, join their lines last ([`super::marks`]).
 
 use super::components::{Comp, Components};
 use super::gutter;
@@ -326,6 +326,21 @@ pub(crate) fn build(comps: &Components, frame: &Frame, opts: &LayoutOptions) -> 
     marks::merge_small_lines(&mut lines, opts);
     // Noise: a line lower than any text.
     lines.retain(|l| l.max_h >= opts.min_line_height as f32);
-    marks::attach_small(&mut lines, &comps.small, frame, th);
+    // Marks reach a word gap beyond a line's ends: a monospaced space and dash end 1.3
+    // heights past the last letter.
+    let reach = opts.word_gap;
+    for (m, l) in marks::attach(&lines, comps.small.iter().enumerate(), frame, th, reach) {
+        lines[l].small.push(m);
+    }
+    // Core components in no line (a comma hanging below the centre line, too low to join
+    // its word's segment, and too large to be a small mark) are offered as marks too.
+    let mut used = vec![false; comps.core.len()];
+    for &c in lines.iter().flat_map(|l| &l.core) {
+        used[c] = true;
+    }
+    let stray = comps.core.iter().enumerate().filter(|&(c, _)| !used[c]);
+    for (c, l) in marks::attach(&lines, stray, frame, th, reach) {
+        lines[l].core.push(c);
+    }
     lines
 }

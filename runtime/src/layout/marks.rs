@@ -2,7 +2,8 @@
 //!
 //! Dots over i and j, accents, full stops, commas and quotes are too small to group into
 //! lines by themselves (noise specks are the same size), so they are kept aside and each is
-//! given to the line whose band it sits in; and a line found much smaller than a line it
+//! given to the line whose band it sits in, as is a larger component no line took (a comma
+//! hanging below its word's centre line); and a line found much smaller than a line it
 //! sits within or beside (a heading's punctuation, a dash that began a segment of its own)
 //! is merged into it.
 
@@ -56,14 +57,22 @@ fn pick_two(v: &mut [TextLine], a: usize, b: usize) -> (&mut TextLine, &mut Text
     }
 }
 
-/// Gives each small component to the line whose band (widened by a fifth of its mean
-/// component height) holds the whole component and whose extent its centre is within one
-/// such height of (a trailing full stop or dash, a leading quote); the nearest band centre
-/// wins. Marks outside every band are dropped, which is where most noise goes; the price is
-/// an accent above a line without ascenders, which is left out of its box.
-pub(crate) fn attach_small(lines: &mut [TextLine], small: &[Comp], frame: &Frame, th: f32) {
-    if lines.is_empty() || small.is_empty() {
-        return;
+/// The line each of `marks` joins (pairs of mark index and line index): the line whose
+/// band (widened by a fifth of its mean component height) holds the whole mark and whose
+/// extent its centre is within `reach` such heights of (a trailing full stop, comma or
+/// dash after a space, a leading quote); the nearest band centre wins. Marks outside every
+/// band join none, which is where most noise goes; the price is an accent above a line
+/// without ascenders, which is left out of its box.
+pub(crate) fn attach<'a>(
+    lines: &[TextLine],
+    marks: impl IntoIterator<Item = (usize, &'a Comp)>,
+    frame: &Frame,
+    th: f32,
+    reach: f32,
+) -> Vec<(usize, usize)> {
+    let mut joined = Vec::new();
+    if lines.is_empty() {
+        return joined;
     }
     // Lines by deskewed rows of `cell` pixels, for lookup.
     let cell = th.max(4.0);
@@ -79,7 +88,7 @@ pub(crate) fn attach_small(lines: &mut [TextLine], small: &[Comp], frame: &Frame
             cellv.push(i);
         }
     }
-    for (si, c) in small.iter().enumerate() {
+    for (si, c) in marks {
         let (cx, cy) = frame.level(c.cx(), c.cy());
         if cy < lo || cy > hi {
             continue;
@@ -89,7 +98,7 @@ pub(crate) fn attach_small(lines: &mut [TextLine], small: &[Comp], frame: &Frame
         let mut best: Option<(f32, usize)> = None;
         for &i in &grid[(((cy - lo) / cell) as usize).min(n - 1)] {
             let l = &lines[i];
-            let reach = l.h;
+            let reach = reach * l.h;
             if cx < l.x0 - reach || cx > l.x1 + reach {
                 continue;
             }
@@ -102,7 +111,8 @@ pub(crate) fn attach_small(lines: &mut [TextLine], small: &[Comp], frame: &Frame
             }
         }
         if let Some((_, i)) = best {
-            lines[i].small.push(si);
+            joined.push((si, i));
         }
     }
+    joined
 }

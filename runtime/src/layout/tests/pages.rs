@@ -202,3 +202,20 @@ fn small_marks_join_their_line() {
     );
     assert!(iou(&b, &truth) > 0.6);
 }
+
+#[test]
+fn a_dash_past_a_space_joins_its_line() {
+    // A dash after a monospaced space: its centre 1.2 text heights past the last word,
+    // beyond the one height marks used to reach; the line's box takes it in.
+    let mut rng = Lcg(11);
+    let words = line_words(&mut rng, 30, 300, 40);
+    let end = truth_end(&words);
+    let dash = (end + 14, 47, end + 24, 50);
+    let mut img = blank(400, 100);
+    draw_words(&mut img, &words);
+    fill(&mut img, dash, INK);
+    let layout = find_lines(&img, &LayoutOptions::default());
+    assert_eq!(layout.lines.len(), 1, "{:?}", layout.lines);
+    let b = layout.lines[0].bbox;
+    assert_eq!((b.y0, b.x1, b.y1), (40, dash.2, 40 + WORD_H), "{b:?}");
+}
