@@ -78,10 +78,14 @@ pub struct BatchDecodeReport {
 
 /// Peak resident set size of this process in bytes (`VmHWM` in /proc/self/status).
 pub fn peak_rss_bytes() -> Option<u64> {
+    status_kib("VmHWM:").map(|kb| kb * 1024)
+}
+
+/// A `KEY: N kB` field of /proc/self/status (Linux), in KiB; `key` includes the colon.
+pub(crate) fn status_kib(key: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Filler prompt ids that are ordinary tokens: spread over the vocabulary, avoiding the

@@ -148,9 +148,7 @@ fn advise_page_out(_start: usize, _len: usize) -> std::io::Result<()> {
 
 /// `VmRSS` of this process in KiB (for the debug line).
 fn rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    crate::bench::status_kib("VmRSS:")
 }
 
 /// Pages out the mappings of a graph's data files while its session is created (a thread,
