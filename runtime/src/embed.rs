@@ -87,24 +87,24 @@ impl std::fmt::Debug for Embeddings {
     }
 }
 
-/// `[begin, end)` of a tensor's data in the map, checked against the map and `bytes`.
+/// Start of a tensor's data in the file, its extent checked against the file and `bytes`.
 fn data_range(
     path: &Path,
     header_len: usize,
     info: &safetensors::tensor::TensorInfo,
     name: &str,
     bytes: usize,
-    map_len: usize,
+    file_len: usize,
 ) -> Result<usize> {
     let (begin, end) = info.data_offsets;
-    if end - begin != bytes || 8 + header_len + end > map_len {
+    if end - begin != bytes || 8 + header_len + end > file_len {
         bail!("{}: {name} data is truncated", path.display());
     }
     Ok(8 + header_len + begin)
 }
 
 impl Embeddings {
-    /// Maps the file and checks that the table has `hidden` columns.
+    /// Opens the file, reads its header and checks that the table has `hidden` columns.
     pub fn open(path: &Path, hidden: usize) -> Result<Self> {
         let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
         // The header only: the map is dropped when `open` returns (see the module docs).
@@ -114,10 +114,10 @@ impl Embeddings {
             .with_context(|| format!("mapping {}", path.display()))?;
         let (header_len, meta) = safetensors::SafeTensors::read_metadata(&map)
             .map_err(|e| anyhow!("{}: not a valid safetensors file: {e:?}", path.display()))?;
-        let map_len = map.len();
+        let file_len = map.len();
         drop(map);
         if meta.info(EMBED_TENSOR).is_none() && meta.info(QDATA_TENSOR).is_some() {
-            return Self::open_quantized(path, file, map_len, header_len, &meta, hidden);
+            return Self::open_quantized(path, file, file_len, header_len, &meta, hidden);
         }
         let info = meta
             .info(EMBED_TENSOR)
@@ -150,7 +150,7 @@ impl Embeddings {
             info,
             EMBED_TENSOR,
             vocab * hidden * elem,
-            map_len,
+            file_len,
         )?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -168,7 +168,7 @@ impl Embeddings {
     fn open_quantized(
         path: &Path,
         file: File,
-        map_len: usize,
+        file_len: usize,
         header_len: usize,
         meta: &safetensors::tensor::Metadata,
         hidden: usize,
@@ -219,14 +219,21 @@ impl Embeddings {
         if (srows, scols) != (vocab, blocks) {
             bail!("{p}: {SCALES_TENSOR} has shape [{srows}, {scols}], expected [{vocab}, {blocks}] for block size {block_size}");
         }
-        let start = data_range(path, header_len, qinfo, QDATA_TENSOR, vocab * half, map_len)?;
+        let start = data_range(
+            path,
+            header_len,
+            qinfo,
+            QDATA_TENSOR,
+            vocab * half,
+            file_len,
+        )?;
         let scales = data_range(
             path,
             header_len,
             sinfo,
             SCALES_TENSOR,
             vocab * blocks * 4,
-            map_len,
+            file_len,
         )?;
         let zero_points = match meta.info(ZERO_POINTS_TENSOR) {
             None => None,
@@ -242,7 +249,7 @@ impl Embeddings {
                     zinfo,
                     ZERO_POINTS_TENSOR,
                     vocab * want,
-                    map_len,
+                    file_len,
                 )?)
             }
         };
